@@ -1,0 +1,1 @@
+"""The gRPC layer: servicers that translate to the kernel, auth, and code generation."""

