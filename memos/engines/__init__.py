@@ -1,0 +1,1 @@
+"""Engine adapters: where KV caches and adapters come from (``hf``: transformers, in-process)."""

@@ -1,0 +1,1 @@
+"""The memory tiers: plaintext (LanceDB), activation (KV chunks) and parameter (LoRA adapters)."""
