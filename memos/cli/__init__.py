@@ -1,0 +1,1 @@
+"""memosctl: the command line of memosd, on top of ``memos.client.MemosClient``."""
