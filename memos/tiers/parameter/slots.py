@@ -1,0 +1,157 @@
+"""The engine's LoRA slots as a cache of k adapters, managed by a scheduler policy.
+
+Every inference request naming an adapter is a page request. ``AdapterSlots.request``
+answers what the engine must do before serving it: nothing (a hit), or load the adapter and
+first unload the ones the policy evicted. It decides only; the caller carries the decision
+out (peft on the HF engine, the runtime load/unload endpoints on vLLM).
+
+The one-bit hint: a request may carry the client's bit in the discard convention (1 = "this
+session is done with the adapter": it may go before its next use). With a one-bit policy
+the bit the policy reads comes from the scheduler's online learned predictor, which sees
+the client's hint as a feature and never the future; without a predictor the hint is
+passed through as is. ``pin`` keeps an adapter loaded (e.g. while a batch is running on it).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from memos.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from scheduler.policy import Policy
+from scheduler.predict.learned import BitPredictor, LearnedConfig
+from scheduler.registry import make_policy, policy_info
+
+DEFAULT_POLICY = "robust-mark0"
+
+
+@dataclass(frozen=True, slots=True)
+class SlotDecision:
+    """What serving one request needs: unload ``unload`` first, then load ``load``."""
+
+    hit: bool
+    load: str | None = None
+    unload: tuple[str, ...] = ()
+    #: The bit the policy was given (after the predictor), or None.
+    bit: int | None = None
+
+
+@dataclass(slots=True)
+class SlotStats:
+    requests: int = 0
+    hits: int = 0
+    loads: int = 0
+    unloads: int = 0
+
+    @property
+    def hit_ratio(self) -> float:
+        return self.hits / self.requests if self.requests else 0.0
+
+
+class AdapterSlots:
+    """k engine slots under the policy called ``policy`` (``scheduler.make_policy``).
+
+    ``learned`` (default True) feeds a one-bit policy the online learned predictor's bits
+    (with client hints as features); False passes client hints through unchanged.
+    """
+
+    def __init__(
+        self,
+        k: int,
+        policy: str = DEFAULT_POLICY,
+        *,
+        learned: bool = True,
+        seed: int = 0,
+        **policy_kwargs: Any,
+    ) -> None:
+        if k < 1:
+            raise InvalidArgument(f"an engine needs at least one adapter slot, got k={k}")
+        info = policy_info(policy)
+        self.k = k
+        self.policy_name = policy
+        self.bit_kind = info.bit_kind
+        self.pinnable = info.pinnable
+        self.policy: Policy = make_policy(policy, k, seed=seed, **policy_kwargs)
+        self.predictor: BitPredictor | None = None
+        if learned and info.bit_kind != "none":
+            self.predictor = BitPredictor(
+                LearnedConfig(kind=info.bit_kind, k=k, key_feature=True, hint_mode="feature")
+            )
+        self.stats = SlotStats()
+        self._lock = threading.Lock()
+
+    def request(self, adapter_id: str, bit: int | None = None) -> SlotDecision:
+        """Account one request for ``adapter_id``; ``bit`` is the client's discard hint."""
+        if bit not in (None, 0, 1):
+            raise InvalidArgument(f"the hint bit is 0, 1 or absent, got {bit!r}")
+        with self._lock:
+            b = self._bit(adapter_id, bit)
+            out = self.policy.request(adapter_id, 1, 1.0, b)
+            if not out.admitted:
+                raise ResourceExhausted(
+                    f"all {self.k} adapter slots are pinned: cannot load {adapter_id!r}"
+                )
+            stats = self.stats
+            stats.requests += 1
+            if out.hit:
+                stats.hits += 1
+                return SlotDecision(True, bit=b)
+            evicted = tuple(str(key) for key in out.evicted)
+            stats.loads += 1
+            stats.unloads += len(evicted)
+            return SlotDecision(False, adapter_id, evicted, b)
+
+    def _bit(self, adapter_id: str, hint: int | None) -> int | None:
+        kind = self.bit_kind
+        if kind == "none":
+            return None
+        # A phase bit says "needed again soon": the opposite sense of the discard hint.
+        own = hint if hint is None or kind == "discard" else 1 - hint
+        if self.predictor is not None:
+            return self.predictor.bit(adapter_id, hint=own)
+        return own
+
+    def pin(self, adapter_id: str) -> None:
+        """Keep a loaded adapter in its slot until ``unpin`` (pins nest)."""
+        if not self.pinnable:
+            raise FailedPrecondition(f"policy {self.policy_name!r} does not support pinning")
+        with self._lock:
+            try:
+                self.policy.pin(adapter_id)
+            except KeyError:
+                raise FailedPrecondition(f"adapter {adapter_id!r} is not loaded") from None
+
+    def unpin(self, adapter_id: str) -> None:
+        with self._lock:
+            try:
+                self.policy.unpin(adapter_id)
+            except (KeyError, NotImplementedError):
+                raise FailedPrecondition(f"adapter {adapter_id!r} is not pinned") from None
+
+    def is_pinned(self, adapter_id: str) -> bool:
+        return self.policy.is_pinned(adapter_id)
+
+    def remove(self, adapter_id: str) -> bool:
+        """Forget ``adapter_id`` (deleted): True if it held a slot, which the caller frees."""
+        with self._lock:
+            return self.policy.remove(adapter_id)
+
+    def __contains__(self, adapter_id: object) -> bool:
+        return adapter_id in self.policy
+
+    def __len__(self) -> int:
+        return len(self.policy)
+
+
+def carry_out(
+    decision: SlotDecision,
+    load: Callable[[str], None],
+    unload: Callable[[str], None],
+) -> None:
+    """Apply ``decision`` to an engine: its unloads first (freeing slots), then its load."""
+    for adapter_id in decision.unload:
+        unload(adapter_id)
+    if decision.load is not None:
+        load(decision.load)
