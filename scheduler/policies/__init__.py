@@ -1,0 +1,1 @@
+"""Paging policies, one module per family."""
