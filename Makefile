@@ -51,14 +51,22 @@ redis-check:
 	    echo "       Install Redis (e.g. 'apt-get install redis-server' or 'brew install redis') and re-run."; \
 	    exit 1; }; }
 
+# pytest exits 5 when it collected nothing: that is a failure, never a pass.
+PYTEST = $(VENV)/bin/pytest $(PYTEST_ARGS)
+define run_pytest
+	@$(PYTEST) $(1); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests ($(1))" >&2; exit 1; fi; \
+	exit $$rc
+endef
+
 test: install-dev redis-check
-	$(VENV)/bin/pytest
+	$(call run_pytest,)
 
 test-slow: install-dev redis-check
-	$(VENV)/bin/pytest -m slow
+	$(call run_pytest,-m slow)
 
 test-all: install-dev redis-check
-	$(VENV)/bin/pytest -m 'not vllm'
+	$(call run_pytest,-m 'not vllm')
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

@@ -97,20 +97,85 @@ class PlaintextSettings(BaseModel):
     table: str = "cubes"
     group_commit_max_rows: int = Field(1024, ge=1)
     group_commit_max_wait_ms: float = Field(2.0, ge=0)
+    # Texts embedded in one model call: small enough that a batch's commit overlaps the
+    # embedding of the next one, large enough to keep the model at its batch throughput.
+    group_commit_embed_rows: int = Field(256, ge=1)
     ann_min_rows: int = Field(5000, ge=256)
     ann_nprobes: int = Field(32, ge=1)
     ann_refine_factor: int = Field(4, ge=1)
+    ann_ef: int = Field(64, ge=1)
+    # Rebuild (retrain) the ANN index when rows it does not cover exceed this share of it.
+    ann_rebuild_fraction: float = Field(0.25, gt=0)
+    # Old table versions (manifests and the files only they use) kept by compaction.
+    version_retention_s: float = Field(3600.0, ge=0)
     index_interval_s: float = Field(60.0, gt=0)
     compact_interval_s: float = Field(600.0, gt=0)
     tombstone_retention_s: float = Field(7 * 24 * 3600.0, ge=0)
 
 
+class EngineSettings(BaseModel):
+    """The daemon's own Hugging Face model: it prefills memories into KV chunks and applies
+    LoRA adapters. Unset ``model_path``: the daemon stores and serves chunks that engines
+    send, but cannot prefill (Migrate answers FAILED_PRECONDITION) or train itself."""
+
+    model_path: Path | None = None  # a local Hugging Face model directory; never a hub name
+    # The model's identity in chunk keys. Default: a digest of its config and weight files,
+    # so two copies of one model share chunks and a changed weight changes every key.
+    model_id: str | None = None
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class ParameterSettings(BaseModel):
+    """LoRA adapters. They are validated against the base model at ``engine.model_path``
+    (its ``config.json`` suffices); without one, AdapterService answers FAILED_PRECONDITION."""
+
+    dir: Path | None = None  # default: <data_dir>/adapters
+    # The base model's fingerprint. Default: "hf:" + a digest of its config and weight files
+    # (what the HF engine uses), or of config.json alone when the weights are not there.
+    base_model_id: str | None = None
+    max_rank: int = Field(64, ge=1)
+    max_weights_bytes: int = Field(1024**3, ge=1)
+    max_config_bytes: int = Field(64 * 1024, ge=1)
+    slots: int = Field(4, ge=1)  # the engine's LoRA slots (vLLM --max-loras)
+    policy: str = "robust-mark0"
+    # Training jobs (plaintext -> parameter) run one at a time, each on a copy of the model
+    # loaded for the run and released after it.
+    max_train_memories: int = Field(10_000, ge=1)
+    max_train_steps: int = Field(100_000, ge=1)
+
+
 class ActivationSettings(BaseModel):
-    chunk_tokens: int = Field(256, ge=1)
+    """KV chunks in three levels: RAM and disk of this daemon, and Redis (``redis_url``) shared
+    by every daemon pointed at it. A budget of 0 turns a level off."""
+
+    chunk_tokens: int = Field(256, ge=1)  # = vLLM's block_size for engines that share chunks
     ram_budget_bytes: int = Field(2 * 1024**3, ge=0)
     redis_budget_bytes: int = Field(8 * 1024**3, ge=0)
     disk_budget_bytes: int = Field(32 * 1024**3, ge=0)
     disk_dir: Path | None = None  # default: <data_dir>/activation
+    disk_durable: bool = False  # fsync every chunk (a cache rarely needs it: reads verify)
+    policy: str = "lru"  # the RAM and disk levels' eviction policy (a pinnable sized one)
+    # Redis: every chunk carries a TTL so that `volatile-lru` can evict it; with
+    # `redis_configure_server` the daemon sets maxmemory and the policy itself.
+    redis_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+    redis_configure_server: bool = False
+    redis_key_prefix: str = "memos:kv:"
+    redis_retry_after_s: float = Field(1.0, ge=0)
+    redis_connect_timeout_s: float = Field(0.5, gt=0)
+    redis_op_timeout_s: float = Field(5.0, gt=0)
+    # The root of the key chain: vLLM's PYTHONHASHSEED when the engine sets one.
+    none_hash_seed: str = "vllm-none-hash"
+    # HMAC key for per-tenant cache salts. Unset, a tenant's salt is derived from its name
+    # alone; set, salts cannot be guessed (they hide whether a prefix is cached from anyone
+    # who can pass a salt to a shared engine).
+    tenant_salt_key: SecretStr | None = None
+    # Lookup(pin=true): how long matched chunks stay pinned in RAM if no Fetch releases them.
+    pin_lease_s: float = Field(30.0, gt=0)
+    max_pin_lease_s: float = Field(600.0, gt=0)
+    max_pin_leases: int = Field(10_000, ge=1)
+    # A Store call is all-or-nothing, so it is buffered: this caps one call's bytes.
+    max_store_call_bytes: int = Field(512 * 1024**2, ge=1024)
 
 
 class Settings(BaseSettings):
@@ -128,12 +193,17 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     # Seconds between SIGTERM and the forced stop of in-flight calls.
     drain_grace_s: float = Field(10.0, ge=0)
-    max_workers: int = Field(16, ge=1)
+    # Seconds spent NOT_SERVING, still answering, before the drain starts: load balancers
+    # and Kubernetes readiness need a moment to stop routing here.
+    drain_notice_s: float = Field(1.0, ge=0)
+    max_workers: int = Field(32, ge=1)
     limits: Limits = Field(default_factory=Limits)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
     plaintext: PlaintextSettings = Field(default_factory=PlaintextSettings)
     activation: ActivationSettings = Field(default_factory=ActivationSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    parameter: ParameterSettings = Field(default_factory=ParameterSettings)
 
     @field_validator("listen", "metrics_listen")
     @classmethod
@@ -152,6 +222,10 @@ class Settings(BaseSettings):
     @property
     def activation_dir(self) -> Path:
         return self.activation.disk_dir or self.data_dir / "activation"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.parameter.dir or self.data_dir / "adapters"
 
     @classmethod
     def settings_customise_sources(

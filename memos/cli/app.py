@@ -629,5 +629,15 @@ def import_(
     console.print(f"{summary.imported} new ids assigned by the daemon; old -> new mapping {where}")
 
 
+from memos.cli import adapters  # noqa: E402  (here: the parameter tier owns only these lines)
+
+app.add_typer(adapters.app, name="adapters")
+
+
+from memos.cli.migrate import attach_commands  # noqa: E402 - after every command of this module
+
+attach_commands(app)
+
+
 def main() -> None:
     app(prog_name="memosctl")

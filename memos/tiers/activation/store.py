@@ -14,6 +14,16 @@ RAM, on its disk and in the shared Redis.
 
 The store is not tied to one model: a key carries its layout's fingerprint and each chunk's
 header repeats it, so chunks of several models share the levels without ever mixing.
+
+Namespaces. Every call takes an optional ``namespace``: bytes that prefix the key in every
+level, while a chunk's header (and so its validation) keeps the plain 48-byte key. The daemon
+gives each tenant its own namespace (``tenancy.py``), so one tenant can neither read, probe,
+pin nor overwrite another's chunks, even for identical tokens and salt. The default, empty
+namespace is the plain key.
+
+Pins. ``pin`` makes the leading chunks of a chain resident and unevictable in the first level
+(RAM), reading from slower levels what RAM lacks, so an engine that was told "N chunks are
+there" finds them when it fetches; ``unpin`` releases them. Pins nest (the policy counts them).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from memos.tiers.activation.chunk import Chunk, decode, encode
 from memos.tiers.activation.errors import CorruptChunk
 from memos.tiers.activation.keys import FINGERPRINT_BYTES, KEY_BYTES, ModelLayout
 from memos.tiers.activation.levels.base import Level, LevelStats
+from memos.tiers.activation.levels.ram import RamLevel
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,14 +88,15 @@ class ActivationStore:
                 return level
         raise KeyError(name)
 
-    def lookup(self, keys: Sequence[bytes]) -> int:
+    def lookup(self, keys: Sequence[bytes], *, namespace: bytes = b"") -> int:
         """How many leading ``keys`` some level holds (presence only: fetch verifies)."""
+        stored = [namespace + key for key in keys]
         present = [False] * len(keys)
         pending = list(range(len(keys)))
         for level in self.levels:
             if not pending:
                 break
-            flags = level.contains_many([keys[i] for i in pending])
+            flags = level.contains_many([stored[i] for i in pending])
             for i, flag in zip(pending, flags, strict=True):
                 present[i] = flag
             pending = [i for i in pending if not present[i]]
@@ -95,12 +107,35 @@ class ActivationStore:
             self._lookup_hits += leading
         return leading
 
-    def fetch(self, keys: Sequence[bytes], layout: ModelLayout | None = None) -> list[Chunk]:
+    def fetch(
+        self,
+        keys: Sequence[bytes],
+        layout: ModelLayout | None = None,
+        *,
+        namespace: bytes = b"",
+    ) -> list[Chunk]:
         """The verified chunks of the longest prefix of ``keys`` that the levels hold.
 
         With ``layout``, a chunk whose header disagrees with it is corrupt too; asking for keys
         of another layout is the caller's error (``ValueError``), and leaves the chunks alone.
         """
+        chunks, sources = self._read(keys, layout, namespace)
+        if self._promote:
+            self._promote_chunks(chunks, sources, namespace)
+        with self._lock:
+            self._fetches += 1
+            self._fetched_chunks += len(chunks)
+            self._fetched_bytes += sum(c.raw.nbytes for c in chunks)
+        return chunks
+
+    def fetch_raw(self, keys: Sequence[bytes], *, namespace: bytes = b"") -> list[bytes]:
+        """:meth:`fetch`, as the chunks' encoded bytes (for the wire)."""
+        return [bytes(chunk.raw) for chunk in self.fetch(keys, namespace=namespace)]
+
+    def _read(
+        self, keys: Sequence[bytes], layout: ModelLayout | None, namespace: bytes
+    ) -> tuple[list[Chunk], list[int]]:
+        """The verified leading chunks, and the depth of the level each came from."""
         if layout is not None and any(k[:FINGERPRINT_BYTES] != layout.fingerprint for k in keys):
             raise ValueError("keys of another model layout than the one given")
         found: list[Chunk | None] = [None] * len(keys)
@@ -109,67 +144,67 @@ class ActivationStore:
         for depth, level in enumerate(self.levels):
             if not pending:
                 break
-            blobs = level.get_many([keys[i] for i in pending])
+            blobs = level.get_many([namespace + keys[i] for i in pending])
             for i, blob in zip(pending, blobs, strict=True):
                 if blob is None:
                     continue
-                chunk = self._validate(level, keys[i], blob, layout)
+                chunk = self._validate(level, keys[i], blob, layout, namespace)
                 if chunk is not None:
                     found[i] = chunk
                     source[i] = depth
             pending = [i for i in pending if found[i] is None]
         leading = _leading([c is not None for c in found])
         chunks = [c for c in found[:leading] if c is not None]
-        if self._promote:
-            self._promote_chunks(chunks, source[:leading])
-        with self._lock:
-            self._fetches += 1
-            self._fetched_chunks += len(chunks)
-            self._fetched_bytes += sum(c.raw.nbytes for c in chunks)
-        return chunks
-
-    def fetch_raw(self, keys: Sequence[bytes]) -> list[bytes]:
-        """:meth:`fetch`, as the chunks' encoded bytes (for the wire)."""
-        return [bytes(chunk.raw) for chunk in self.fetch(keys)]
+        return chunks, source[:leading]
 
     def _validate(
-        self, level: Level, key: bytes, blob: bytes, layout: ModelLayout | None
+        self,
+        level: Level,
+        key: bytes,
+        blob: bytes,
+        layout: ModelLayout | None,
+        namespace: bytes = b"",
     ) -> Chunk | None:
         try:
             chunk = decode(blob, key)
             if layout is not None and not chunk.header.matches(layout):
                 raise CorruptChunk("header disagrees with the requested layout")
         except CorruptChunk:
-            level.discard_corrupt(key)
+            level.discard_corrupt(namespace + key)
             with self._lock:
                 self._corrupt += 1
             return None
         return chunk
 
-    def _promote_chunks(self, chunks: Sequence[Chunk], sources: Sequence[int]) -> None:
+    def _promote_chunks(
+        self, chunks: Sequence[Chunk], sources: Sequence[int], namespace: bytes = b""
+    ) -> None:
         moved = 0
         for chunk, depth in zip(chunks, sources, strict=True):
             for faster in self.levels[:depth]:
-                if faster.put(chunk.key, bytes(chunk.raw)):
+                if faster.put(namespace + chunk.key, bytes(chunk.raw)):
                     moved += 1
         if moved:
             with self._lock:
                 self._promotions += moved
 
-    def put(self, key: bytes, blob: bytes) -> int:
+    def put(self, key: bytes, blob: bytes, *, namespace: bytes = b"") -> int:
         """Validate ``blob`` and write it to the write levels; how many accepted it.
 
         Raises :class:`CorruptChunk` for bytes that fail validation: a client's error.
         """
-        return self.put_many([(key, blob)])[0]
+        return self.put_many([(key, blob)], namespace=namespace)[0]
 
-    def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[int]:
+    def put_many(
+        self, items: Sequence[tuple[bytes, bytes]], *, namespace: bytes = b""
+    ) -> list[int]:
+        """Validate every blob first (one bad blob: :class:`CorruptChunk`, nothing written)."""
         for key, blob in items:
             if len(key) != KEY_BYTES:
                 raise CorruptChunk(f"a chunk key has {KEY_BYTES} bytes, got {len(key)}")
             decode(blob, key)
         accepted = [0] * len(items)
-        payload = [(key, bytes(blob)) for key, blob in items]
+        payload = [(namespace + key, bytes(blob)) for key, blob in items]
         for level in self._write_levels:
             for i, ok in enumerate(level.put_many(payload)):
                 accepted[i] += int(ok)
@@ -178,13 +213,57 @@ class ActivationStore:
             self._rejected += sum(1 for n in accepted if not n)
         return accepted
 
-    def store(self, key: bytes, layout: ModelLayout, kv: torch.Tensor) -> int:
+    def store(
+        self, key: bytes, layout: ModelLayout, kv: torch.Tensor, *, namespace: bytes = b""
+    ) -> int:
         """Encode ``kv`` [layers, 2, KV heads, tokens, head dim] and write it under ``key``."""
-        return self.put(key, encode(key, layout, kv))
+        return self.put(key, encode(key, layout, kv), namespace=namespace)
 
-    def drop(self, keys: Sequence[bytes]) -> int:
+    def drop(self, keys: Sequence[bytes], *, namespace: bytes = b"") -> int:
         """Remove ``keys`` from every level (demotion); how many (key, level) pairs existed."""
-        return sum(int(level.delete(key)) for key in keys for level in self.levels)
+        return sum(int(level.delete(namespace + key)) for key in keys for level in self.levels)
+
+    # -- pins -----------------------------------------------------------------------------
+
+    @property
+    def pin_level(self) -> RamLevel | None:
+        """The level pins hold chunks in: the first one, when it is RAM."""
+        first = self.levels[0]
+        return first if isinstance(first, RamLevel) else None
+
+    def pin(self, keys: Sequence[bytes], *, namespace: bytes = b"") -> int:
+        """Pin the leading ``keys`` in RAM, loading from slower levels what RAM lacks.
+
+        Returns how many leading keys are now pinned (each needs one :meth:`unpin`): fewer
+        than the stored prefix when RAM cannot hold more beside what is already pinned.
+        A chunk read from a slower level is verified before it is pinned.
+        """
+        ram = self.pin_level
+        if ram is None:
+            return 0
+        pinned = 0
+        for key in keys:
+            if not ram.pin(namespace + key):
+                break
+            pinned += 1
+        if pinned == len(keys):
+            return pinned
+        rest, sources = self._read(keys[pinned:], None, namespace)
+        for chunk, depth in zip(rest, sources, strict=True):
+            stored = namespace + chunk.key
+            # Depth 0 means RAM held it after all (written meanwhile): pin it in place.
+            if depth > 0 and not ram.put(stored, bytes(chunk.raw)):
+                break
+            if not ram.pin(stored):
+                break
+            pinned += 1
+        return pinned
+
+    def unpin(self, keys: Sequence[bytes], *, namespace: bytes = b"") -> None:
+        ram = self.pin_level
+        if ram is not None:
+            for key in keys:
+                ram.unpin(namespace + key)
 
     def stats(self) -> StoreStats:
         with self._lock:

@@ -303,6 +303,13 @@ class AdapterStore:
             f"(versions: {', '.join(str(r.version) for r in versions)})"
         )
 
+    def versions(self, tenant: str, name: str) -> list[AdapterRecord]:
+        """Every stored version of ``name``, oldest first (empty when there is none)."""
+        check_tenant(tenant)
+        check_adapter_name(name)
+        with self._locked():
+            return self._read_index(tenant, name)
+
     def get_by_id(self, tenant: str, record_id: str) -> AdapterRecord:
         for record in self.list_adapters(tenant, all_versions=True):
             if record.id == record_id:

@@ -188,6 +188,7 @@ def _loop(
     cancel: threading.Event | None,
 ) -> tuple[list[float], int, float]:
     params = [p for p in model.parameters() if p.requires_grad]
+    device = params[0].device
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
     generator = torch.Generator().manual_seed(config.seed)
     order: list[int] = []
@@ -203,7 +204,7 @@ def _loop(
             if not order:
                 order = torch.randperm(len(seqs), generator=generator).tolist()
             batch.append(seqs[order.pop()])
-        ids, mask, labels = _batch(batch, pad)
+        ids, mask, labels = (t.to(device) for t in _batch(batch, pad))
         out = model(input_ids=ids, attention_mask=mask, labels=labels)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -241,9 +242,10 @@ def mean_log_likelihood(
     """The mean per-token log-likelihood of ``texts`` (each after BOS, EOS included)."""
     total = 0.0
     count = 0
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for seq in encode_texts(tokenizer, texts, max_tokens):
-            ids = torch.tensor([seq])
+            ids = torch.tensor([seq], device=device)
             logits = model(input_ids=ids).logits[0, :-1].float()
             logp = torch.log_softmax(logits, dim=-1)
             total += float(logp.gather(1, ids[0, 1:, None]).sum())

@@ -1,10 +1,11 @@
 """Local disk: one file per chunk, written atomically, indexed in memory, rebuilt on restart.
 
-Layout under ``root``: ``chunks/<first 2 hex digits>/<96 hex digits>.kvc`` and ``tmp/``. A write
-goes to a unique file in ``tmp/`` and is renamed into place (``os.replace``, atomic on one file
-system), so a reader never sees half a chunk under its final name. Without ``durable=True`` the
-data is not fsynced: a power cut may leave a renamed file with lost contents, which the chunk
-checksum catches on read (a miss, counted as corrupt), so a cache need not pay for fsync.
+Layout under ``root``: ``chunks/<2 hex digits of the chain hash>/<key in hex>.kvc`` and
+``tmp/``. A write goes to a unique file in ``tmp/`` and is renamed into place (``os.replace``,
+atomic on one file system), so a reader never sees half a chunk under its final name. Without
+``durable=True`` the data is not fsynced: a power cut may leave a renamed file with lost
+contents, which the chunk checksum catches on read (a miss, counted as corrupt), so a cache
+need not pay for fsync.
 
 On start the level scans ``chunks/`` and admits every file into its policy, oldest
 modification time first, so recency survives a restart approximately; leftovers in ``tmp/``
@@ -57,7 +58,9 @@ class DiskLevel(Level):
 
     def _path(self, key: bytes) -> Path:
         name = key.hex()
-        return self._chunks / name[:2] / f"{name}{_SUFFIX}"
+        # Fan out on the chain hash (the key's last 32 bytes): a key's leading bytes are a
+        # model fingerprint or a tenant namespace, the same for most chunks.
+        return self._chunks / name[-64:-62] / f"{name}{_SUFFIX}"
 
     def _rebuild(self) -> None:
         for stale in self._tmp.iterdir():
@@ -69,7 +72,8 @@ class DiskLevel(Level):
                 st = path.stat()
             except (ValueError, OSError):
                 continue
-            if len(key) != KEY_BYTES:
+            # A store namespace (a tenant's) may prefix the 48-byte key.
+            if len(key) < KEY_BYTES:
                 continue
             found.append((st.st_mtime, key, st.st_size, path))
         for _, key, size, path in sorted(found):

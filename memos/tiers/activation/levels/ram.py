@@ -73,6 +73,10 @@ class RamLevel(Level):
             if self._policy.is_pinned(key):
                 self._policy.unpin(key)
 
+    def is_pinned(self, key: bytes) -> bool:
+        with self._lock:
+            return self._policy.is_pinned(key)
+
     def occupancy(self) -> tuple[int, int, int, bool]:
         with self._lock:
             return len(self._data), self._policy.used, self._policy.budget, True

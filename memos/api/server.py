@@ -1,0 +1,166 @@
+"""The gRPC server: MemCubeService, health, reflection, limits, and a graceful drain.
+
+Start-up order matters for orchestrators: the port opens first with health NOT_SERVING
+(probes get an answer), the stores open and the embedding model loads, then SERVING.
+On drain: NOT_SERVING first, a short notice while calls still succeed (so load balancers
+stop routing), watches end, in-flight calls finish within the grace period, the stores flush.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from memos.api.auth import Authenticator, is_loopback
+from memos.api.memcube import MemCubeServicer
+from memos.config import Settings
+from memos.embed import Embedder
+from memos.jobs import Jobs
+from memos.kernel import MemoryOS
+from memos.metrics import MetricsInterceptor
+from memos.v1 import memcube_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+def _service_names() -> tuple[str, ...]:
+    """Every service of every generated proto module, for health and reflection."""
+    import importlib
+    import pkgutil
+
+    import memos.v1
+
+    names: list[str] = []
+    for info in pkgutil.iter_modules(memos.v1.__path__):
+        if info.name.endswith("_pb2"):
+            module = importlib.import_module(f"memos.v1.{info.name}")
+            names.extend(s.full_name for s in module.DESCRIPTOR.services_by_name.values())
+    return tuple(sorted(names))
+
+
+SERVICE_NAMES = _service_names()
+
+
+class DevModeRefused(RuntimeError):
+    pass
+
+
+class Server:
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self._embedder = embedder
+        self._kernel: MemoryOS | None = None
+        self.auth = Authenticator(settings.auth.all_tokens())
+        if self.auth.dev_mode:
+            if not is_loopback(settings.listen):
+                raise DevModeRefused(
+                    f"no auth tokens are configured (development mode), so memosd refuses to "
+                    f"listen on {settings.listen}: configure [[auth.tokens]] or "
+                    "auth.tokens_file, or listen on 127.0.0.1"
+                )
+            log.warning(
+                "DEVELOPMENT MODE: no auth tokens configured; every caller is an admin of the "
+                "tenant it names; listening on loopback only"
+            )
+        limit = settings.limits.max_message_bytes
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
+            interceptors=[MetricsInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=settings.max_workers * 4,
+        )
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.servicer = MemCubeServicer(
+            self.kernel, self.auth, max_watchers=max(1, settings.max_workers // 2)
+        )
+        memcube_pb2_grpc.add_MemCubeServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            self.servicer, self._grpc
+        )
+        from memos.api.activation import ActivationServicer
+        from memos.api.scheduler import SchedulerServicer
+        from memos.v1 import activation_pb2_grpc, scheduler_pb2_grpc
+
+        self.activation = ActivationServicer(self.kernel, self.auth, max_message_bytes=limit)
+        activation_pb2_grpc.add_ActivationServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            self.activation, self._grpc
+        )
+        self.scheduler = SchedulerServicer(self.kernel, self.auth)
+        scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            self.scheduler, self._grpc
+        )
+        from memos.api.adapters import AdapterServicer
+        from memos.v1 import adapter_pb2_grpc
+
+        self.adapters = AdapterServicer(self.kernel, self.auth)
+        adapter_pb2_grpc.add_AdapterServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            self.adapters, self._grpc
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
+        )
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.jobs = Jobs()
+        self.port = 0
+        self._stopped = threading.Event()
+
+    def kernel(self) -> MemoryOS:
+        if self._kernel is None:
+            raise LookupError("kernel not open")
+        return self._kernel
+
+    def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, status)
+
+    def start(self) -> int:
+        """Open the port (NOT_SERVING), open the stores, then report SERVING."""
+        self.port = self._grpc.add_insecure_port(self.settings.listen)
+        if not self.port:
+            raise OSError(f"could not listen on {self.settings.listen}: is the port in use?")
+        self._grpc.start()
+        log.info("listening", extra={"listen": self.settings.listen, "port": self.port})
+        self._kernel = MemoryOS.open(self.settings, embedder=self._embedder)
+        self._add_jobs(self._kernel)
+        self.jobs.start()
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving")
+        return self.port
+
+    def _add_jobs(self, kernel: MemoryOS) -> None:
+        pt = self.settings.plaintext
+        self.jobs.add(
+            "index", pt.index_interval_s, kernel.refresh_index, "build or refresh the ANN index"
+        )
+        self.jobs.add("compact", pt.compact_interval_s, kernel.compact, "compact LanceDB")
+
+    def stop(self, grace_s: float | None = None, notice_s: float = 0.0) -> None:
+        """Drain and close; idempotent."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.settings.drain_grace_s if grace_s is None else grace_s
+        log.info("draining", extra={"grace_s": grace, "notice_s": notice_s})
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if notice_s > 0:
+            time.sleep(notice_s)
+        if self._kernel is not None:
+            self._kernel.events.close()  # ends Watch streams so they do not hold the drain
+        self._grpc.stop(grace).wait()
+        self.jobs.stop()
+        if self._kernel is not None:
+            self._kernel.close()
+        log.info("stopped")
+
+    def wait(self) -> None:
+        self._grpc.wait_for_termination()

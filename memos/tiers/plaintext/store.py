@@ -1,0 +1,854 @@
+"""The plaintext tier: every cube version in one LanceDB table, semantic search over it.
+
+Layout. One row per (tenant, id, version), all versions in one table, and a boolean
+``is_latest`` on the one current version of each cube. Search, listing and statistics filter
+on ``is_latest`` like on any other column, *before* ranking, so "latest versions only" never
+costs a post-filtered top-k; history is the same rows without that predicate. A full-text
+index on ``text`` (hybrid search) covers the same rows, so both indexes see a change at once.
+
+Durability. A put or update is acknowledged only after the LanceDB commit that holds it
+returned: the manifest of the new table version is written, so a process killed at any later
+moment finds the rows on restart. A process killed earlier never acknowledged them.
+
+Atomic updates. An update writes the new version *and* clears ``is_latest`` on the old one in
+one ``merge_insert`` keyed on (tenant, id, version): one commit, one new table version, so no
+reader and no restart can see two latest versions of a cube, or none. On open, a check finds
+any (tenant, id) with more than one latest row (which this code never writes, but another
+writer or a hand edit could) and repairs it, keeping the highest version.
+
+Writes. All writes go through one commit thread, fed by an embedding thread (``writer.py``):
+puts are grouped, their missing embeddings computed in one model call per batch, and the batch
+committed with one ``add``. Updates of one id are serialised on the commit thread, each reading
+the version the previous one wrote, so there are no lost updates within this process. Several
+processes writing one table (shared object storage) rely on LanceDB's optimistic concurrency;
+two of them updating the same cube at the same moment is not made safe here.
+
+Maintenance. Index builds commit beside writes. Compaction rewrites data files, and an update
+or delete committed meanwhile would void it (LanceDB reports a conflict), so while it runs the
+commit thread holds updates and deletes back, and keeps committing puts.
+
+Search. With an ANN index (IVF_HNSW_SQ, ``index.py``), a query whose filter lets most of the
+tenant's rows through is first answered by over-fetching candidates and filtering them: when at
+least k survive, they are the top k of the filtered set. Otherwise, and for every selective
+filter, LanceDB prefilters (evaluates the filter, then searches only the rows that pass).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import math
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import cast
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from lancedb.query import ColumnOrdering, LanceVectorQueryBuilder
+from lancedb.table import Table
+
+from memos.config import PlaintextSettings
+from memos.cube import MemCube, State, check_id, check_tenant, utcnow
+from memos.embed import Embedder, embed_one
+from memos.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from memos.ids import ID_PATTERN
+from memos.tiers.plaintext import index as ann
+from memos.tiers.plaintext.schema import (
+    KEY_COLUMNS,
+    VECTOR,
+    cubes_to_table,
+    embedding_matrix,
+    row_columns,
+    rows_to_cubes,
+    schema_model,
+    stored_size,
+    table_schema,
+)
+from memos.tiers.plaintext.sql import (
+    CubeFilter,
+    cube_clause,
+    filter_clause,
+    ids_clause,
+    quote,
+    tenant_clause,
+    timestamp,
+)
+from memos.tiers.plaintext.writer import Batcher, Pending
+
+__all__ = ["CubeFilter", "PlaintextStats", "PlaintextStore"]
+
+log = logging.getLogger(__name__)
+
+_TOKEN_PREFIX = "p1:"
+# The over-fetch fast path is tried only when the filter passes at least this share of rows.
+_FAST_PATH_MIN_SHARE = 0.3
+_FAST_PATH_MAX_FETCH = 2000
+
+
+@dataclass(frozen=True)
+class PlaintextStats:
+    cubes: int
+    by_state: dict[str, int]
+    by_kind: dict[str, int]
+    by_namespace: dict[str, int]
+    size_bytes: int  # the stored versions' size_bytes, summed
+    versions: int  # stored versions (rows), history included
+    embedding_model: str
+    embedding_dim: int
+    ann_index: bool
+    unindexed_rows: int
+    disk_bytes: int = 0  # the whole table on disk, every tenant
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+@dataclass
+class _PutJob:
+    cubes: list[MemCube]
+
+
+@dataclass
+class _Prepared:
+    """Puts after embedding: their rows, and the callers waiting for the commit."""
+
+    waiters: list[tuple[Pending[_PutJob, list[MemCube]], list[MemCube]]]
+    table: pa.Table
+
+
+@dataclass
+class _UpdateJob:
+    tenant: str
+    cube_id: str
+    change: Callable[[MemCube], MemCube]
+    expected_version: int | None
+
+
+@dataclass
+class _CallJob:
+    """Work that must not interleave with commits (purge, sweep)."""
+
+    fn: Callable[[], object]
+
+
+_CommitItem = _Prepared | _UpdateJob | _CallJob
+
+
+@dataclass
+class _LiveCounts:
+    """Latest rows per tenant and state, and all rows: estimates for choosing a search plan.
+
+    Only the commit thread changes them; readers look up single keys, never iterate.
+    """
+
+    latest: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    rows: int = 0
+
+    def add(self, tenant: str, state: State, n: int = 1) -> None:
+        self.latest[tenant][state.value] += n
+
+    def share(self, tenant: str, states: Sequence[State]) -> float:
+        per_state = self.latest.get(tenant)
+        if self.rows <= 0 or per_state is None:
+            return 0.0
+        live = sum(per_state[s.value] for s in (states or tuple(State)))
+        return live / self.rows
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class PlaintextStore:
+    """Cube versions in LanceDB at ``uri``: durable grouped writes, filtered semantic search."""
+
+    def __init__(self, uri: str, *, embedder: Embedder, settings: PlaintextSettings) -> None:
+        self._embedder = embedder
+        self._settings = settings
+        self._dim = embedder.dim
+        self._db = lancedb.connect(uri)
+        self._table = self._open_table(uri, settings.table)
+        self._schema = self._table.schema
+        self._columns = row_columns(self._schema, with_embedding=True)
+        self._light_columns = row_columns(self._schema, with_embedding=False)
+        self._counts = _LiveCounts()
+        self._repair_latest()
+        self._has_index = ann.vector_index_state(self._table) is not None
+        self._maintenance = threading.Lock()
+        self._rewrite_gate = threading.Lock()
+        self._deferred: list[Pending[_CommitItem, object]] = []
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._commits: Batcher[_CommitItem, object] = Batcher(
+            "memos-plaintext-commit",
+            self._commit_batch,
+            max_rows=settings.group_commit_max_rows,
+            max_wait_s=0.0,
+        )
+        self._embeds: Batcher[_PutJob, list[MemCube]] = Batcher(
+            "memos-plaintext-embed",
+            self._embed_batch,
+            max_rows=min(settings.group_commit_embed_rows, settings.group_commit_max_rows),
+            max_wait_s=settings.group_commit_max_wait_ms / 1000.0,
+        )
+
+    # ------------------------------------------------------------------ opening
+
+    def _open_table(self, uri: str, name: str) -> Table:
+        schema = table_schema(self._dim, self._embedder.model_name)
+        try:
+            table = self._db.open_table(name)
+        except ValueError:
+            table = self._db.create_table(name, schema=schema, exist_ok=True)
+        model, dim = schema_model(table.schema)
+        if dim != self._dim:
+            raise FailedPrecondition(
+                f"the plaintext table at {uri} holds {dim}-dimensional vectors of {model!r}; "
+                f"this daemon embeds with {self._embedder.model_name!r} ({self._dim} "
+                "dimensions): point it at another directory or re-embed the table"
+            )
+        if set(table.schema.names) != set(schema.names):
+            raise FailedPrecondition(
+                f"the plaintext table at {uri} has columns {sorted(table.schema.names)}, "
+                f"expected {sorted(schema.names)}: it was written by another version of memos"
+            )
+        return table
+
+    def _repair_latest(self) -> None:
+        """Load the live counts, and clear ``is_latest`` on all but the highest version of
+        any cube that has several latest rows."""
+        latest = (
+            self._table.search()
+            .where("is_latest")
+            .select(["tenant", "id", "version", "state"])
+            .to_arrow()
+        )
+        self._counts = self._scan_counts(latest)
+        if latest.num_rows == 0:
+            return
+        grouped = latest.group_by(["tenant", "id"]).aggregate([("version", "count")])
+        doubled = grouped.filter(pc.greater(grouped["version_count"], 1))
+        if doubled.num_rows == 0:
+            return
+        keys = list(zip(doubled["tenant"].to_pylist(), doubled["id"].to_pylist(), strict=True))
+        log.warning("repairing %d cubes with more than one latest version", len(keys))
+        rows = (
+            self._table.search()
+            .where(f"is_latest AND {ids_clause(keys)}")
+            .select(self._columns)
+            .to_arrow()
+        )
+        best: dict[tuple[str, str], int] = {}
+        cubes = rows_to_cubes(rows)
+        for cube in cubes:
+            key = (cube.tenant, cube.id)
+            best[key] = max(best.get(key, 0), cube.version)
+        stale = [c for c in cubes if c.version < best[(c.tenant, c.id)]]
+        self._merge(self._rows(stale, [False] * len(stale)))
+        self._counts = self._scan_counts(
+            self._table.search()
+            .where("is_latest")
+            .select(["tenant", "id", "version", "state"])
+            .to_arrow()
+        )
+
+    def _scan_counts(self, latest: pa.Table) -> _LiveCounts:
+        counts = _LiveCounts(rows=self._table.count_rows())
+        if latest.num_rows:
+            grouped = latest.group_by(["tenant", "state"]).aggregate([("id", "count")])
+            for tenant, state, n in zip(
+                grouped["tenant"].to_pylist(),
+                grouped["state"].to_pylist(),
+                grouped["id_count"].to_pylist(),
+                strict=True,
+            ):
+                counts.latest[tenant][state] = n
+        return counts
+
+    # ------------------------------------------------------------------ writes
+
+    def put(self, cubes: Sequence[MemCube]) -> list[MemCube]:
+        """Store new cubes; returns them (embedding, model and size filled) once committed."""
+        if not cubes:
+            return []
+        for cube in cubes:
+            self._check_new(cube)
+        pending = self._embeds.submit(_PutJob(list(cubes)), rows=len(cubes))
+        return pending.future.result()
+
+    def update(
+        self,
+        tenant: str,
+        cube_id: str,
+        change: Callable[[MemCube], MemCube],
+        *,
+        expected_version: int | None = None,
+    ) -> MemCube:
+        """Replace the latest version of a cube with ``change(latest)``, atomically.
+
+        ``change`` runs on the commit thread: it must be quick and must not write to this store.
+        """
+        check_tenant(tenant)
+        check_id(cube_id)
+        self._not_on_commit_thread()
+        pending = self._commits.submit(_UpdateJob(tenant, cube_id, change, expected_version))
+        result = pending.future.result()
+        assert isinstance(result, MemCube)
+        return result
+
+    def purge(self, tenant: str, cube_id: str) -> int:
+        """Delete every version of a cube for good; returns how many rows went."""
+        check_tenant(tenant)
+        check_id(cube_id)
+        return self._call(lambda: self._delete_keys([(tenant, cube_id)]))
+
+    def sweep(self, now: datetime | None = None) -> int:
+        """Delete, with their history, the cubes whose latest version expired, and tombstones
+        older than the retention. Returns how many cubes went."""
+        at = now or utcnow()
+        return self._call(lambda: self._sweep(at))
+
+    def _call(self, fn: Callable[[], int]) -> int:
+        self._not_on_commit_thread()
+        result = self._commits.submit(_CallJob(fn)).future.result()
+        assert isinstance(result, int)
+        return result
+
+    def _not_on_commit_thread(self) -> None:
+        if threading.current_thread() is self._commits.thread:
+            raise RuntimeError("a write to the plaintext store from its own commit thread")
+
+    def _check_new(self, cube: MemCube) -> None:
+        embedding = cube.plaintext.embedding if cube.plaintext is not None else None
+        if embedding is not None:
+            self._check_vector(embedding, "embedding")
+
+    def _check_vector(self, vector: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
+        arr = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if arr.shape[0] != self._dim:
+            raise InvalidArgument(
+                f"{what} has {arr.shape[0]} dimensions; the store's model "
+                f"{self._embedder.model_name} uses {self._dim}"
+            )
+        if not np.all(np.isfinite(arr)):
+            raise InvalidArgument(f"{what} contains NaN or infinite values")
+        if not np.any(arr):
+            raise InvalidArgument(f"{what} is all zeros: cosine similarity needs a direction")
+        return arr
+
+    def _complete(self, cube: MemCube, vector: np.ndarray | None) -> MemCube:
+        """The cube as stored: embedding (when computed here), model name and size filled."""
+        updates: dict[str, object] = {}
+        if cube.plaintext is not None:
+            payload = cube.plaintext
+            changes: dict[str, object] = {}
+            if vector is not None:
+                changes["embedding"] = tuple(vector.tolist())
+                changes["embedding_model"] = self._embedder.model_name
+            elif not payload.embedding_model:
+                changes["embedding_model"] = self._embedder.model_name
+            if changes:
+                updates["plaintext"] = payload.model_copy(update=changes)
+        has_vector = cube.plaintext is not None
+        updates["size_bytes"] = stored_size(cube, self._dim, has_vector)
+        return cube.model_copy(update=updates)
+
+    def _rows(self, cubes: Sequence[MemCube], latest: Sequence[bool]) -> pa.Table:
+        vectors, present = embedding_matrix(cubes, self._dim)
+        return cubes_to_table(cubes, vectors, present, latest, self._schema)
+
+    # ------------------------------------------------------------ stage 1: embed
+
+    def _embed_batch(self, batch: list[Pending[_PutJob, list[MemCube]]]) -> None:
+        texts: list[str] = []
+        for pending in batch:
+            for cube in pending.item.cubes:
+                if cube.plaintext is not None and cube.plaintext.embedding is None:
+                    texts.append(cube.plaintext.text)
+        vectors = self._embedder.embed(texts) if texts else None
+        at = 0
+        waiters: list[tuple[Pending[_PutJob, list[MemCube]], list[MemCube]]] = []
+        stored_all: list[MemCube] = []
+        for pending in batch:
+            stored: list[MemCube] = []
+            for cube in pending.item.cubes:
+                vector = None
+                if cube.plaintext is not None and cube.plaintext.embedding is None:
+                    assert vectors is not None
+                    vector = vectors[at]
+                    at += 1
+                stored.append(self._complete(cube, vector))
+            waiters.append((pending, stored))
+            stored_all.extend(stored)
+        table = self._rows(stored_all, [True] * len(stored_all))
+        self._commits.forward(Pending(_Prepared(waiters, table), rows=table.num_rows))
+
+    # ------------------------------------------------------------ stage 2: commit
+
+    def _commit_batch(self, batch: list[Pending[_CommitItem, object]]) -> None:
+        prepared = [p.item for p in batch if isinstance(p.item, _Prepared)]
+        if prepared:
+            self._commit_puts(prepared)
+        gated = self._deferred + [p for p in batch if not isinstance(p.item, _Prepared)]
+        self._deferred = []
+        for pending in batch:
+            if isinstance(pending.item, _Prepared):
+                pending.resolve(None)
+        if not gated:
+            return
+        # Appends commit beside a compaction; updates and deletes would conflict with its
+        # rewrite of the files they touch, so they wait for it (it wakes this thread up).
+        if not self._rewrite_gate.acquire(blocking=False):
+            self._deferred = gated
+            return
+        try:
+            run: list[tuple[Pending[_CommitItem, object], _UpdateJob]] = []
+            for pending in gated:
+                if isinstance(pending.item, _UpdateJob):
+                    run.append((pending, pending.item))
+                    continue
+                if run:
+                    self._commit_updates(run)
+                    run = []
+                if isinstance(pending.item, _CallJob):
+                    try:
+                        pending.resolve(pending.item.fn())
+                    except Exception as exc:
+                        pending.fail(exc)
+            if run:
+                self._commit_updates(run)
+        finally:
+            self._rewrite_gate.release()
+
+    def _commit_puts(self, prepared: list[_Prepared]) -> None:
+        waiters = [w for p in prepared for w in p.waiters]
+        table = (
+            prepared[0].table
+            if len(prepared) == 1
+            else pa.concat_tables([p.table for p in prepared])
+        )
+        try:
+            keep = self._drop_duplicates(waiters)
+            if not keep:
+                return
+            if len(keep) < len(waiters):
+                kept = {id(pending) for pending, _ in keep}
+                mask = np.concatenate(
+                    [np.full(len(cubes), id(pending) in kept) for pending, cubes in waiters]
+                )
+                table = table.filter(pa.array(mask))
+            self._table.add(table, on_bad_vectors="null")
+        except Exception as exc:
+            for pending, _ in waiters:
+                pending.fail(exc)
+            return
+        self._counts.rows += table.num_rows
+        for pending, cubes in keep:
+            for cube in cubes:
+                self._counts.add(cube.tenant, cube.state)
+            pending.resolve(cubes)
+
+    def _drop_duplicates(
+        self, waiters: list[tuple[Pending[_PutJob, list[MemCube]], list[MemCube]]]
+    ) -> list[tuple[Pending[_PutJob, list[MemCube]], list[MemCube]]]:
+        """Fail the puts whose ids exist already (or twice in this batch); keep the rest."""
+        keys = [(c.tenant, c.id) for _, cubes in waiters for c in cubes]
+        existing: set[tuple[str, str]] = set()
+        if self._counts.rows:
+            found = self._table.search().where(ids_clause(keys)).select(["tenant", "id"]).to_arrow()
+            existing = set(zip(found["tenant"].to_pylist(), found["id"].to_pylist(), strict=True))
+        keep = []
+        seen: set[tuple[str, str]] = set()
+        for pending, cubes in waiters:
+            mine = [(c.tenant, c.id) for c in cubes]
+            clash = next((k for k in mine if k in existing or k in seen), None)
+            if clash is None and len(set(mine)) == len(mine):
+                seen.update(mine)
+                keep.append((pending, cubes))
+            else:
+                shown = clash or next(k for k in mine if mine.count(k) > 1)
+                pending.fail(AlreadyExists(f"cube {shown[1]} exists already"))
+        return keep
+
+    def _commit_updates(self, batch: list[tuple[Pending[_CommitItem, object], _UpdateJob]]) -> None:
+        keys = sorted({(job.tenant, job.cube_id) for _, job in batch})
+        try:
+            rows = (
+                self._table.search()
+                .where(f"is_latest AND {ids_clause(keys)}")
+                .select(self._columns)
+                .to_arrow()
+            )
+        except Exception as exc:
+            for pending, _ in batch:
+                pending.fail(exc)
+            return
+        current: dict[tuple[str, str], MemCube] = {}
+        for cube in rows_to_cubes(rows):
+            key = (cube.tenant, cube.id)
+            if key not in current or cube.version > current[key].version:
+                current[key] = cube
+        originals = dict(current)
+        accepted: list[tuple[Pending[_CommitItem, object], MemCube, MemCube]] = []
+        for pending, job in batch:
+            key = (job.tenant, job.cube_id)
+            old = current.get(key)
+            if old is None:
+                pending.fail(NotFound(f"no cube {job.cube_id} for tenant {job.tenant!r}"))
+                continue
+            if job.expected_version is not None and old.version != job.expected_version:
+                pending.fail(
+                    FailedPrecondition(
+                        f"cube {job.cube_id} is at version {old.version}, not "
+                        f"{job.expected_version}: read it again and retry"
+                    )
+                )
+                continue
+            try:
+                new = self._successor(old, job.change(old))
+            except Exception as exc:
+                pending.fail(exc)
+                continue
+            current[key] = new
+            accepted.append((pending, old, new))
+        if not accepted:
+            return
+        try:
+            finished = self._embed_successors([new for _, _, new in accepted])
+            versions: dict[tuple[str, str], list[MemCube]] = {}
+            for cube in finished:
+                versions.setdefault((cube.tenant, cube.id), []).append(cube)
+            out: list[MemCube] = []
+            latest: list[bool] = []
+            for key, news in versions.items():
+                out.append(originals[key])
+                latest.append(False)
+                out.extend(news)
+                latest.extend([False] * (len(news) - 1) + [True])
+            self._merge(self._rows(out, latest))
+        except Exception as exc:
+            for pending, _, _ in accepted:
+                pending.fail(exc)
+            return
+        self._counts.rows += len(finished)
+        for key, news in versions.items():
+            self._counts.add(key[0], originals[key].state, -1)
+            self._counts.add(key[0], news[-1].state)
+        for (pending, _, _), cube in zip(accepted, finished, strict=True):
+            pending.resolve(cube)
+
+    def _successor(self, old: MemCube, new: MemCube) -> MemCube:
+        if not isinstance(new, MemCube):
+            raise TypeError(f"an update's change() returned {type(new).__name__}, not a MemCube")
+        if (new.tenant, new.id) != (old.tenant, old.id) or new.version != old.version + 1:
+            raise ValueError(
+                f"an update of cube {old.id} v{old.version} must return the same tenant and id "
+                f"at version {old.version + 1}, got {new.tenant}/{new.id} v{new.version}"
+            )
+        if new.plaintext is None:
+            return new
+        embedding = new.plaintext.embedding
+        old_embedding = old.plaintext.embedding if old.plaintext is not None else None
+        text_changed = old.plaintext is None or new.plaintext.text != old.plaintext.text
+        if embedding is not None and not (text_changed and embedding == old_embedding):
+            self._check_vector(embedding, "embedding")
+            return new
+        if not text_changed and old_embedding is not None and old.plaintext is not None:
+            # Same text: the old vector is still right, if the same model made it.
+            payload = new.plaintext.model_copy(
+                update={
+                    "embedding": old_embedding,
+                    "embedding_model": old.plaintext.embedding_model,
+                }
+            )
+            return new.model_copy(update={"plaintext": payload})
+        payload = new.plaintext.model_copy(update={"embedding": None, "embedding_model": ""})
+        return new.model_copy(update={"plaintext": payload})
+
+    def _embed_successors(self, cubes: list[MemCube]) -> list[MemCube]:
+        """The cubes completed for storage, the ones without an embedding embedded in one call."""
+        need = [c.plaintext is not None and c.plaintext.embedding is None for c in cubes]
+        texts = [c.text for c, n in zip(cubes, need, strict=True) if n]
+        vectors = iter(self._embedder.embed(texts)) if texts else iter(())
+        return [
+            self._complete(c, next(vectors) if n else None)
+            for c, n in zip(cubes, need, strict=True)
+        ]
+
+    def _merge(self, rows: pa.Table) -> None:
+        if rows.num_rows == 0:
+            return
+        (
+            self._table.merge_insert(list(KEY_COLUMNS))
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute(rows, on_bad_vectors="null")
+        )
+
+    def _delete_keys(self, keys: Sequence[tuple[str, str]]) -> int:
+        if not keys:
+            return 0
+        where = ids_clause(keys)
+        gone = self._table.count_rows(where)
+        if gone:
+            self._table.delete(where)
+            self._counts = self._scan_counts(
+                self._table.search()
+                .where("is_latest")
+                .select(["tenant", "id", "version", "state"])
+                .to_arrow()
+            )
+        return gone
+
+    def _sweep(self, now: datetime) -> int:
+        retention = timedelta(seconds=self._settings.tombstone_retention_s)
+        where = (
+            f"is_latest AND ((expires_at IS NOT NULL AND expires_at <= {timestamp(now)}) OR "
+            f"(state = {quote(State.TOMBSTONE.value)} AND "
+            f"updated_at <= {timestamp(now - retention)}))"
+        )
+        found = self._table.search().where(where).select(["tenant", "id"]).to_arrow()
+        keys = list(zip(found["tenant"].to_pylist(), found["id"].to_pylist(), strict=True))
+        for start in range(0, len(keys), 500):
+            self._delete_keys(keys[start : start + 500])
+        return len(keys)
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, tenant: str, cube_id: str, version: int | None = None) -> MemCube | None:
+        """The latest version (or the given one) in any state, expired included."""
+        check_id(cube_id)
+        rows = (
+            self._table.search()
+            .where(cube_clause(tenant, cube_id, version))
+            .select(self._columns)
+            .to_arrow()
+        )
+        cubes = rows_to_cubes(rows)
+        return max(cubes, key=lambda c: c.version) if cubes else None
+
+    def history(self, tenant: str, cube_id: str) -> list[MemCube]:
+        """Every stored version of a cube, oldest first."""
+        check_id(cube_id)
+        rows = (
+            self._table.search()
+            .where(f"{tenant_clause(tenant)} AND id = {quote(cube_id)}")
+            .select(self._columns)
+            .to_arrow()
+        )
+        return sorted(rows_to_cubes(rows), key=lambda c: c.version)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return embed_one(self._embedder, text)
+
+    def search(
+        self,
+        tenant: str,
+        query_vector: np.ndarray,
+        k: int,
+        flt: CubeFilter,
+        *,
+        exact: bool = False,
+        with_embeddings: bool = False,
+    ) -> list[tuple[MemCube, float]]:
+        """The k latest, unexpired cubes nearest to the query that pass ``flt``, with their
+        cosine similarity (higher is nearer), best first."""
+        query = self._check_vector(query_vector, "the query vector")
+        if k < 1:
+            raise InvalidArgument(f"k must be at least 1, got {k}")
+        # Search never returns an expired cube, whatever the filter says.
+        where = filter_clause(tenant, replace(flt, include_expired=False), utcnow())
+        columns = [*(self._columns if with_embeddings else self._light_columns), "_distance"]
+        rows: pa.Table | None = None
+        if exact or not self._has_index:
+            rows = self._nearest(query, where, k, columns, exact=True)
+        else:
+            share = self._counts.share(tenant, flt.states) if flt.is_plain() else 0.0
+            if share >= _FAST_PATH_MIN_SHARE:
+                fetch = min(_FAST_PATH_MAX_FETCH, math.ceil(k / share * 1.25) + 8)
+                if fetch > k:
+                    found = self._nearest(query, where, fetch, columns, postfilter=True)
+                    if found.num_rows >= k:
+                        rows = found.slice(0, k)
+            if rows is None:
+                rows = self._nearest(query, where, k, columns)
+        scores = (1.0 - rows["_distance"].to_numpy(zero_copy_only=False)).tolist()
+        cubes = rows_to_cubes(rows.drop_columns(["_distance"]))
+        return list(zip(cubes, scores, strict=True))
+
+    def _nearest(
+        self,
+        query: np.ndarray,
+        where: str,
+        limit: int,
+        columns: list[str],
+        *,
+        exact: bool = False,
+        postfilter: bool = False,
+    ) -> pa.Table:
+        s = self._settings
+        builder = cast(
+            LanceVectorQueryBuilder, self._table.search(query, vector_column_name=VECTOR)
+        )
+        q = (
+            builder.distance_type("cosine")
+            .where(where, prefilter=not postfilter)
+            .select(columns)
+            .limit(limit)
+        )
+        if exact:
+            q = q.bypass_vector_index()
+        else:
+            # The graph search must yield limit * refine_factor candidates for the re-rank.
+            ef = max(s.ann_ef, limit * s.ann_refine_factor)
+            q = q.nprobes(s.ann_nprobes).refine_factor(s.ann_refine_factor).ef(ef)
+        return q.to_arrow()
+
+    def list(
+        self,
+        tenant: str,
+        flt: CubeFilter,
+        *,
+        page_size: int,
+        page_token: str | None,
+        with_embeddings: bool = False,
+    ) -> tuple[list[MemCube], str | None]:
+        """One page of latest versions, ordered by id, and the token of the next page."""
+        if page_size < 1:
+            raise InvalidArgument(f"page_size must be at least 1, got {page_size}")
+        where = filter_clause(tenant, flt, utcnow())
+        if page_token:
+            where += f" AND id > {quote(_decode_token(page_token))}"
+        rows = (
+            self._table.search()
+            .where(where)
+            .select(self._columns if with_embeddings else self._light_columns)
+            .order_by([ColumnOrdering(column_name="id", ascending=True)])
+            .limit(page_size + 1)
+            .to_arrow()
+        )
+        cubes = rows_to_cubes(rows.slice(0, page_size))
+        more = rows.num_rows > page_size
+        return cubes, (_encode_token(cubes[-1].id) if more and cubes else None)
+
+    def stats(self, tenant: str | None) -> PlaintextStats:
+        query = self._table.search()
+        if tenant is not None:
+            query = query.where(tenant_clause(tenant))
+        rows = query.select(["is_latest", "state", "kind", "namespace", "size_bytes"]).to_arrow()
+        latest = rows.filter(rows["is_latest"])
+
+        def counts(column: str) -> dict[str, int]:
+            return dict(Counter(latest[column].to_pylist()))
+
+        state = ann.vector_index_state(self._table)
+        sizes = pc.sum(rows["size_bytes"]).as_py() if rows.num_rows else 0
+        return PlaintextStats(
+            cubes=latest.num_rows,
+            by_state=counts("state"),
+            by_kind=counts("kind"),
+            by_namespace=counts("namespace"),
+            size_bytes=int(sizes or 0),
+            versions=rows.num_rows,
+            embedding_model=self._embedder.model_name,
+            embedding_dim=self._dim,
+            ann_index=state is not None,
+            unindexed_rows=state.unindexed_rows if state else self._table.count_rows(),
+            disk_bytes=_total_bytes(self._table),
+        )
+
+    @property
+    def table_version(self) -> int:
+        """The LanceDB table version: one more per commit."""
+        return int(self._table.version)
+
+    # ------------------------------------------------------------------ maintenance
+
+    def refresh_index(self) -> bool:
+        """Build the ANN index once the table is big enough; fold new rows into it when they
+        are many, and retrain it when they outnumber ``ann_rebuild_fraction`` of it.
+        True when the index changed."""
+        with self._maintenance:
+            if self._closed:
+                return False
+            rows = self._table.count_rows(f"{VECTOR} IS NOT NULL")
+            state = ann.vector_index_state(self._table)
+            if state is None:
+                if rows < self._settings.ann_min_rows:
+                    return False
+                log.info("building the ANN index over %d rows", rows)
+                ann.build_vector_index(self._table, rows)
+                ann.ensure_scalar_indexes(self._table)
+                self._has_index = True
+                return True
+            fraction = self._settings.ann_rebuild_fraction
+            if state.unindexed_rows > fraction * max(state.indexed_rows, 1):
+                # Index builds commit beside updates: no need to hold writes back.
+                log.info("rebuilding the ANN index over %d rows", rows)
+                ann.build_vector_index(self._table, rows)
+            elif state.unindexed_rows >= self._settings.ann_min_rows:
+                self._optimize()
+            else:
+                return False
+            ann.ensure_scalar_indexes(self._table)
+            return True
+
+    def compact(self) -> None:
+        """Merge small files, fold new rows into the indexes, drop old table versions."""
+        with self._maintenance:
+            if not self._closed:
+                self._optimize()
+
+    def _optimize(self) -> None:
+        """LanceDB's optimize, with updates and deletes held back while it rewrites files."""
+        try:
+            with self._rewrite_gate:
+                self._table.optimize(
+                    cleanup_older_than=timedelta(seconds=self._settings.version_retention_s)
+                )
+        finally:
+            # Wake the commit thread: it runs the updates it held back.
+            self._commits.submit(_CallJob(lambda: 0))
+
+    def close(self) -> None:
+        """Finish the queued writes, then stop the writer threads."""
+        with self._close_lock:
+            if self._closed:
+                return
+            with self._maintenance:  # let a running compaction finish first
+                self._closed = True
+        self._embeds.close()
+        self._commits.close()
+
+
+def _total_bytes(table: Table) -> int:
+    stats: object = table.stats()
+    # Typed as a class, returned as a dict by lancedb 0.40: accept both.
+    if isinstance(stats, dict):
+        return int(stats.get("total_bytes") or 0)
+    return int(getattr(stats, "total_bytes", 0) or 0)
+
+
+# --------------------------------------------------------------------------- page tokens
+
+
+def _encode_token(last_id: str) -> str:
+    return base64.urlsafe_b64encode((_TOKEN_PREFIX + last_id).encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> str:
+    bad = InvalidArgument(
+        "bad page_token: pass the next_page_token of a previous List response unchanged"
+    )
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise bad from None
+    if not raw.startswith(_TOKEN_PREFIX) or not ID_PATTERN.match(raw[len(_TOKEN_PREFIX) :]):
+        raise bad
+    return raw[len(_TOKEN_PREFIX) :]

@@ -1,0 +1,82 @@
+"""The group-commit batcher: grouping, failure isolation, draining on close."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from memos.errors import Unavailable
+from memos.tiers.plaintext.writer import Batcher, Pending
+
+
+def test_queued_items_are_handled_in_batches_in_order() -> None:
+    batches: list[list[int]] = []
+    gate = threading.Event()
+
+    def handle(batch: list[Pending[int, int]]) -> None:
+        gate.wait()
+        batches.append([p.item for p in batch])
+        for p in batch:
+            p.resolve(p.item * 10)
+
+    batcher: Batcher[int, int] = Batcher("test", handle, max_rows=4, max_wait_s=0.0)
+    pending = [batcher.submit(i) for i in range(10)]
+    gate.set()
+    assert [p.future.result(timeout=10) for p in pending] == [i * 10 for i in range(10)]
+    batcher.close()
+    assert [x for b in batches for x in b] == list(range(10))
+    assert all(len(b) <= 4 for b in batches) and len(batches) < 10
+
+
+def test_rows_bound_the_batch_but_a_big_item_goes_alone() -> None:
+    sizes: list[int] = []
+
+    def handle(batch: list[Pending[str, None]]) -> None:
+        sizes.append(sum(p.rows for p in batch))
+        for p in batch:
+            p.resolve(None)
+
+    gate = threading.Lock()
+    with gate:
+        batcher: Batcher[str, None] = Batcher("test", handle, max_rows=5, max_wait_s=0.05)
+        items = [batcher.submit("a", rows=3), batcher.submit("b", rows=9), batcher.submit("c", 2)]
+    for p in items:
+        p.future.result(timeout=10)
+    batcher.close()
+    assert max(sizes) == 9 and sum(sizes) == 14
+
+
+def test_a_failing_batch_fails_exactly_its_calls() -> None:
+    def handle(batch: list[Pending[int, int]]) -> None:
+        if any(p.item < 0 for p in batch):
+            raise RuntimeError("commit failed")
+        for p in batch:
+            p.resolve(p.item)
+
+    batcher: Batcher[int, int] = Batcher("test", handle, max_rows=100, max_wait_s=0.05)
+    bad = [batcher.submit(-1), batcher.submit(2)]  # queued together: one batch
+    for p in bad:
+        with pytest.raises(RuntimeError, match="commit failed"):
+            p.future.result(timeout=10)
+    good = batcher.submit(3)
+    assert good.future.result(timeout=10) == 3
+    batcher.close()
+
+
+def test_close_drains_the_queue_and_refuses_new_items() -> None:
+    done: list[int] = []
+
+    def handle(batch: list[Pending[int, None]]) -> None:
+        time.sleep(0.01)
+        for p in batch:
+            done.append(p.item)
+            p.resolve(None)
+
+    batcher: Batcher[int, None] = Batcher("test", handle, max_rows=2, max_wait_s=0.0)
+    pending = [batcher.submit(i) for i in range(7)]
+    batcher.close()
+    assert all(p.future.done() for p in pending) and done == list(range(7))
+    with pytest.raises(Unavailable):
+        batcher.submit(99)
