@@ -39,6 +39,7 @@ from memos.ids import new_id
 from memos.tiers.plaintext.store import CubeFilter, PlaintextStats, PlaintextStore
 
 if TYPE_CHECKING:  # the tiers load torch: imported when opened, not with the kernel
+    from memos.manager import Hint, TierManager
     from memos.migration import Migration, Migrator
     from memos.tiers.activation.tier import ActivationTier
     from memos.tiers.parameter.cubes import AdapterCubes
@@ -111,6 +112,8 @@ class MemoryOS:
     migrator: Migrator | None = None
     #: The adapters' calls; None when no engine model is configured.
     parameter: AdapterCubes | None = None
+    #: The tier manager, fed one page request per cube read; wired by the server.
+    manager: TierManager | None = None
     _closed: bool = field(default=False, init=False)
     _close_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
@@ -197,6 +200,8 @@ class MemoryOS:
                 )
             )
         stored = self.plaintext.put(cubes)
+        if self.manager is not None:
+            self.manager.saw_tenant(principal.tenant)
         for cube in stored:
             self.events.publish(ChangeEvent(ChangeType.PUT, cube, now))
         return stored
@@ -266,23 +271,41 @@ class MemoryOS:
     def delete(
         self, principal: Principal, cube_id: str, *, expected_version: int | None = None
     ) -> MemCube:
-        """Write a tombstone version; history stays readable until retention purges it."""
+        """Write a tombstone version of a plaintext cube; history stays readable until
+        retention purges it, and the KV derived from it is dropped."""
+        cube = self._tombstone(
+            principal, cube_id, expected_version=expected_version, kinds=(Kind.PLAINTEXT,)
+        )
+        if self.migrator is not None:
+            # The tombstone is already durable, so a failure here leaves chunks for eviction
+            # to reclaim, never a live memory.
+            try:
+                self.migrator.demote(principal, cube_id)
+            except Exception:
+                log.exception("dropping the KV of a deleted cube failed", extra={"id": cube_id})
+        return cube
+
+    def retire(self, principal: Principal, cube_id: str) -> MemCube:
+        """Tombstone a cube of any kind: for the tiers, which remove its payload themselves
+        (an adapter's weights, an activation cube's chunks)."""
+        return self._tombstone(principal, cube_id, expected_version=None, kinds=tuple(Kind))
+
+    def _tombstone(
+        self,
+        principal: Principal,
+        cube_id: str,
+        *,
+        expected_version: int | None,
+        kinds: tuple[Kind, ...],
+    ) -> MemCube:
         principal.require("write")
         check_id(cube_id)
         now = utcnow()
 
         def change(latest: MemCube) -> MemCube:
             self._ensure_visible(latest, cube_id, now)
-            if latest.kind == Kind.ACTIVATION:
-                raise FailedPrecondition(
-                    f"cube {cube_id} is an activation cube: demote it with "
-                    f"`memosctl migrate {cube_id} --to plaintext` (its plaintext stays)"
-                )
-            if latest.kind == Kind.PARAMETER:
-                raise FailedPrecondition(
-                    f"cube {cube_id} is an adapter: delete it with `memosctl adapters rm NAME`, "
-                    "which removes its weights too"
-                )
+            if latest.kind not in kinds:
+                raise FailedPrecondition(_how_to_delete(latest))
             return latest.model_copy(
                 update={"version": latest.version + 1, "updated_at": now, "state": State.TOMBSTONE}
             )
@@ -291,18 +314,18 @@ class MemoryOS:
             principal.tenant, cube_id, change, expected_version=expected_version
         )
         self.events.publish(ChangeEvent(ChangeType.DELETE, cube, now))
-        if self.migrator is not None:
-            # KV derived from a deleted memory goes with it. The tombstone is already durable,
-            # so a failure here leaves chunks for eviction to reclaim, never a live memory.
-            try:
-                self.migrator.demote(principal, cube_id)
-            except Exception:
-                log.exception("dropping the KV of a deleted cube failed", extra={"id": cube_id})
         return cube
 
     # ------------------------------------------------------------------ reads
 
-    def get(self, principal: Principal, cube_id: str, *, version: int | None = None) -> MemCube:
+    def get(
+        self,
+        principal: Principal,
+        cube_id: str,
+        *,
+        version: int | None = None,
+        hint: Hint | None = None,
+    ) -> MemCube:
         """The latest visible version, or a given version (history, tombstones included)."""
         principal.require("read")
         check_id(cube_id)
@@ -315,6 +338,8 @@ class MemoryOS:
             raise NotFound(f"no cube {cube_id} for tenant {principal.tenant!r}")
         if version is None:
             self._ensure_visible(cube, cube_id, utcnow())
+            if self.manager is not None:
+                self.manager.record(principal.tenant, (cube,), "get", hint)
         return cube
 
     def history(self, principal: Principal, cube_id: str) -> list[MemCube]:
@@ -335,6 +360,7 @@ class MemoryOS:
         query_vector: Sequence[float] | None = None,
         mode: SearchMode | None = None,
         exact: bool = False,
+        hint: Hint | None = None,
     ) -> list[SearchHit]:
         principal.require("read")
         limits = self.settings.limits
@@ -356,6 +382,8 @@ class MemoryOS:
             check_text(query, limits)
             vector = self.plaintext.embed_query(query)
         hits = self.plaintext.search(principal.tenant, vector, k, flt, exact=exact)
+        if self.manager is not None:
+            self.manager.record(principal.tenant, (cube for cube, _ in hits), "search", hint)
         return [SearchHit(cube, score) for cube, score in hits]
 
     def list(
@@ -427,3 +455,15 @@ class MemoryOS:
             raise NotFound(f"cube {cube_id} was deleted (version {cube.version} is a tombstone)")
         if cube.is_expired(now):
             raise NotFound(f"cube {cube_id} expired at {cube.expires_at:%Y-%m-%dT%H:%M:%SZ}")
+
+
+def _how_to_delete(cube: MemCube) -> str:
+    if cube.kind == Kind.ACTIVATION:
+        return (
+            f"cube {cube.id} is an activation cube: demote it with "
+            f"`memosctl migrate {cube.id} --to plaintext` (its plaintext stays)"
+        )
+    return (
+        f"cube {cube.id} is an adapter: delete it with `memosctl adapters rm NAME`, "
+        "which removes its weights too"
+    )

@@ -199,15 +199,28 @@ def test_a_cube_larger_than_the_levels_is_refused(start_kv: StartKv, connect: Co
     assert list(memos.list(kind="activation")) == [] and memos.get(plain.id) == plain
 
 
-def test_deleting_the_plaintext_then_demoting_drops_its_kv(
+def test_deleting_the_plaintext_drops_its_kv(kv_server: ServerHandle, connect: Connect) -> None:
+    memos, kv = connect(kv_server, "acme")
+    plain = memos.put(TEXT)
+    cube = kv.migrate(plain.id, to="activation").cube
+    keys = chunk_keys(cube.activation.chunk_keys)  # type: ignore[union-attr]
+    assert kv.lookup(keys).matched == len(keys)
+    memos.delete(plain.id)
+    assert kv.lookup(keys).matched == 0
+    archived = list(memos.list(kind="activation", states=["archived"]))
+    assert [c.id for c in archived] == [cube.id]
+    with pytest.raises(NotFound):
+        kv.migrate(plain.id, to="activation")
+    # Demoting again finds nothing left to drop.
+    assert kv.migrate(plain.id, to="plaintext").archived == ()
+
+
+def test_activation_and_adapter_cubes_are_not_deleted_through_memcube_delete(
     kv_server: ServerHandle, connect: Connect
 ) -> None:
     memos, kv = connect(kv_server, "acme")
     plain = memos.put(TEXT)
     cube = kv.migrate(plain.id, to="activation").cube
-    keys = chunk_keys(cube.activation.chunk_keys)  # type: ignore[union-attr]
-    memos.delete(plain.id)
-    with pytest.raises(NotFound):
-        kv.migrate(plain.id, to="activation")
-    down = kv.migrate(plain.id, to="plaintext")
-    assert [c.id for c in down.archived] == [cube.id] and kv.lookup(keys).matched == 0
+    with pytest.raises(FailedPrecondition, match="--to plaintext"):
+        memos.delete(cube.id)
+    assert memos.get(cube.id).state == "active"

@@ -201,7 +201,7 @@ class AdapterCubes:
             records = [self.tier.get(who.tenant, name, version)]
         for record in records:
             with contextlib.suppress(NotFound):  # already a tombstone, or never mirrored
-                self.kernel.delete(who, record.id)
+                self.kernel.retire(who, record.id)
         dropped: list[AdapterRecord] = []
         for record in records:
             with contextlib.suppress(NotFound):  # a concurrent delete got there first
