@@ -102,7 +102,7 @@ class PlaintextSettings(BaseModel):
     group_commit_embed_rows: int = Field(256, ge=1)
     ann_min_rows: int = Field(5000, ge=256)
     ann_nprobes: int = Field(32, ge=1)
-    ann_refine_factor: int = Field(4, ge=1)
+    ann_refine_factor: int = Field(2, ge=1)
     ann_ef: int = Field(64, ge=1)
     # Rebuild (retrain) the ANN index when rows it does not cover exceed this share of it.
     ann_rebuild_fraction: float = Field(0.25, gt=0)
@@ -178,6 +178,70 @@ class ActivationSettings(BaseModel):
     max_store_call_bytes: int = Field(512 * 1024**2, ge=1024)
 
 
+class ClusterSettings(BaseModel):
+    """Cluster mode, on whenever ``redis_url`` is set: change events on a Redis Stream (a Watch
+    on any replica sees changes made through any replica) and a leader lease for the jobs that
+    must run on one replica at a time."""
+
+    # Names this daemon in the stream and in the lease. Default: host name and process id.
+    replica_id: str | None = None
+    key_prefix: str = "memos:cluster:"
+    # A leader that stops renewing (crash, partition) is replaced after at most this long.
+    lease_ttl_s: float = Field(10.0, gt=0)
+    renew_interval_s: float = Field(2.0, gt=0)
+    # Entries kept in the event stream (approximate trimming: Redis trims whole macro nodes).
+    stream_maxlen: int = Field(100_000, ge=100)
+    runs_maxlen: int = Field(10_000, ge=100)
+    # Local events buffered while Redis is slow or away; beyond it they are dropped (counted).
+    outbox_size: int = Field(10_000, ge=1)
+    read_block_ms: int = Field(1000, ge=10)
+    retry_s: float = Field(1.0, gt=0)
+    connect_timeout_s: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _renew_within_lease(self) -> ClusterSettings:
+        if self.renew_interval_s * 2 > self.lease_ttl_s:
+            raise ValueError(
+                "cluster.renew_interval_s must be at most half of cluster.lease_ttl_s, "
+                "or one slow renewal loses the lease"
+            )
+        return self
+
+
+class ManagerSettings(BaseModel):
+    """The tier manager: one scheduler policy per cache, fed by every Get and Search hit."""
+
+    # The "activated set": plaintext cubes that hold a precomputed KV cache. Its capacity is
+    # in tokens of KV (estimated from the text until a cube is promoted).
+    activated_budget_tokens: int = Field(65_536, ge=1)
+    # Policy per cache, by scheduler name ("robust-mark0", "lru", "gds-bits", ...).
+    policies: dict[str, str] = Field(default_factory=lambda: {"activated": "robust-mark0"})
+    # The learned predictor's time scale: about how many cubes the activated set holds.
+    activated_items: int = Field(64, ge=1)
+    # Cost of a false "keep" over a false "evict", the predictor's starting threshold.
+    fk_over_fe: float = Field(10.0, gt=0)
+    bytes_per_token: float = Field(4.0, gt=0)
+    # Accesses kept for retraining, and per cube for `memosctl explain`.
+    log_size: int = Field(20_000, ge=100)
+    recent_per_cube: int = Field(16, ge=1)
+
+
+class JobsSettings(BaseModel):
+    """Intervals, thresholds and budgets of the background jobs."""
+
+    lifecycle_interval_s: float = Field(60.0, gt=0)
+    fuse_interval_s: float = Field(600.0, gt=0)
+    # Near-duplicates: cosine similarity of the embeddings AND word-set Jaccard overlap.
+    fuse_similarity: float = Field(0.92, gt=0, le=1)
+    fuse_lexical: float = Field(0.5, ge=0, le=1)
+    # Cubes compared per tenant per run (the most recent ones): the comparison is quadratic.
+    fuse_max_cubes: int = Field(2000, ge=2)
+    migrate_interval_s: float = Field(30.0, gt=0)
+    # Tokens one promote/demote run may prefill (CPU prefill is slow: keep runs short).
+    prefill_budget_tokens: int = Field(8192, ge=1)
+    retrain_interval_s: float = Field(300.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MEMOS_",
@@ -204,6 +268,9 @@ class Settings(BaseSettings):
     activation: ActivationSettings = Field(default_factory=ActivationSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     parameter: ParameterSettings = Field(default_factory=ParameterSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    manager: ManagerSettings = Field(default_factory=ManagerSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
 
     @field_validator("listen", "metrics_listen")
     @classmethod

@@ -1,21 +1,25 @@
 """Cube-change events and the in-process hub that fans them out to Watch streams.
 
 Each subscriber has a bounded queue: a consumer that falls behind is cut off with a clear
-reason instead of making the daemon buffer without limit. (Cluster mode will feed the same
-hub from Redis Streams, so a Watch sees changes made through any replica.)
+reason instead of making the daemon buffer without limit. Cluster mode listens to the local
+events (to append them to a Redis Stream) and feeds the hub the events of other replicas, so a
+Watch sees changes made through any replica.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
 from memos.cube import MemCube
+
+log = logging.getLogger(__name__)
 
 
 class ChangeType(StrEnum):
@@ -101,8 +105,20 @@ class EventHub:
     def __init__(self, queue_size: int = 10_000) -> None:
         self._queue_size = queue_size
         self._subs: set[Subscription] = set()
+        self._listeners: list[Callable[[ChangeEvent], None]] = []
         self._lock = threading.Lock()
         self._closed = False
+
+    def add_listener(self, listener: Callable[[ChangeEvent], None]) -> None:
+        """Call ``listener`` with every event published locally (not with remote ones). It runs
+        on the writer's thread, so it must not block."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[ChangeEvent], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
     def subscribe(self, tenant: str, namespaces: frozenset[str] = frozenset()) -> Subscription:
         sub = Subscription(tenant, namespaces, self._queue_size)
@@ -118,9 +134,18 @@ class EventHub:
             self._subs.discard(sub)
         sub.close()
 
-    def publish(self, event: ChangeEvent) -> None:
+    def publish(self, event: ChangeEvent, *, remote: bool = False) -> None:
+        """Deliver ``event`` to matching subscribers; ``remote`` marks one that another replica
+        made (listeners already had it there, so they do not get it again)."""
         with self._lock:
             subs = [s for s in self._subs if s.wants(event)]
+            listeners = [] if remote else list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception:
+                # A listener's failure must never fail the write that published the event.
+                log.exception("event listener failed")
         for sub in subs:
             if not sub.offer(event):
                 with self._lock:
@@ -129,6 +154,14 @@ class EventHub:
                     f"watch fell more than {self._queue_size} events behind; "
                     "resume with List and a new Watch"
                 )
+
+    def cut_off(self, reason: str) -> None:
+        """End every current subscription as lost (the hub stays open for new ones): for
+        when events were missed, so that no watcher goes on believing it saw them all."""
+        with self._lock:
+            subs, self._subs = list(self._subs), set()
+        for sub in subs:
+            sub.close(reason)
 
     def close(self) -> None:
         with self._lock:

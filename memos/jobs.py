@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -17,6 +18,18 @@ from memos.metrics import JOB_RUNS, JOB_SECONDS
 log = logging.getLogger(__name__)
 
 HISTORY = 50
+
+
+class NotLeader(Exception):
+    """This replica does not hold the cluster lease, so a cluster-wide job does not run here."""
+
+
+class LeaderGuard(Protocol):
+    """Runs a cluster-wide job only on the leader (``memos.cluster.leader.LeaderLease``)."""
+
+    def run_if_leader(self, job: str, fn: Callable[[], object]) -> object:
+        """``fn()``'s result, or NotLeader when this replica must not run it."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +47,8 @@ class Job:
     interval_s: float
     fn: Callable[[], object]
     description: str = ""
+    # Cluster-wide: with a leader guard (cluster mode) it runs on the leader replica only.
+    cluster: bool = False
     runs: deque[JobRun] = field(default_factory=lambda: deque(maxlen=HISTORY))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -43,12 +58,20 @@ class Jobs:
 
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
+        # Set in cluster mode; without it (one daemon) cluster-wide jobs run here.
+        self.leader: LeaderGuard | None = None
         self._scheduler = BackgroundScheduler(timezone=UTC, job_defaults={"coalesce": True})
 
     def add(
-        self, name: str, interval_s: float, fn: Callable[[], object], description: str = ""
+        self,
+        name: str,
+        interval_s: float,
+        fn: Callable[[], object],
+        description: str = "",
+        *,
+        cluster: bool = False,
     ) -> None:
-        job = Job(name, interval_s, fn, description)
+        job = Job(name, interval_s, fn, description, cluster=cluster)
         self._jobs[name] = job
         self._scheduler.add_job(
             self.run, "interval", seconds=interval_s, args=[name], id=name, max_instances=1
@@ -60,6 +83,11 @@ class Jobs:
     def stop(self) -> None:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)
+
+    def next_run_at(self, name: str) -> datetime | None:
+        job = self._scheduler.get_job(name)
+        when = getattr(job, "next_run_time", None) if job is not None else None
+        return when if isinstance(when, datetime) else None
 
     def names(self) -> list[str]:
         return sorted(self._jobs)
@@ -76,9 +104,18 @@ class Jobs:
         with job.lock:
             started = datetime.now(UTC)
             t0 = time.perf_counter()
+            guard = self.leader if job.cluster else None
             try:
-                result = job.fn()
+                result = job.fn() if guard is None else guard.run_if_leader(name, job.fn)
                 ok, detail = True, "" if result is None else str(result)
+            except NotLeader as exc:
+                run = JobRun(
+                    name, started, time.perf_counter() - t0, True, f"skipped: not leader ({exc})"
+                )
+                job.runs.append(run)
+                JOB_RUNS.labels(name, "skipped").inc()
+                log.debug("job skipped: not leader", extra={"job": name})
+                return run
             except Exception as exc:
                 log.exception("job failed", extra={"job": name})
                 ok, detail = False, f"{type(exc).__name__}: {exc}"

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from concurrent import futures
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -25,6 +26,9 @@ from memos.jobs import Jobs
 from memos.kernel import MemoryOS
 from memos.metrics import MetricsInterceptor
 from memos.v1 import memcube_pb2_grpc
+
+if TYPE_CHECKING:
+    from memos.cluster.node import ClusterNode
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +98,7 @@ class Server:
         activation_pb2_grpc.add_ActivationServiceServicer_to_server(  # type: ignore[no-untyped-call]
             self.activation, self._grpc
         )
-        self.scheduler = SchedulerServicer(self.kernel, self.auth)
+        self.scheduler = SchedulerServicer(self.kernel, self.auth, lambda: self.jobs)
         scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(  # type: ignore[no-untyped-call]
             self.scheduler, self._grpc
         )
@@ -111,6 +115,7 @@ class Server:
         )
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.jobs = Jobs()
+        self.cluster: ClusterNode | None = None
         self.port = 0
         self._stopped = threading.Event()
 
@@ -131,6 +136,14 @@ class Server:
         self._grpc.start()
         log.info("listening", extra={"listen": self.settings.listen, "port": self.port})
         self._kernel = MemoryOS.open(self.settings, embedder=self._embedder)
+        if self.settings.redis_url:
+            from memos.cluster.node import ClusterNode
+
+            self.cluster = ClusterNode(
+                self.settings.redis_url, self.settings.cluster, self._kernel.events
+            )
+            self.cluster.start()
+            self.jobs.leader = self.cluster.leader
         self._add_jobs(self._kernel)
         self.jobs.start()
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
@@ -139,10 +152,62 @@ class Server:
 
     def _add_jobs(self, kernel: MemoryOS) -> None:
         pt = self.settings.plaintext
+        # Cluster-wide: in cluster mode the plaintext table is shared, and one writer at a time
+        # maintains it (the leader).
         self.jobs.add(
-            "index", pt.index_interval_s, kernel.refresh_index, "build or refresh the ANN index"
+            "index",
+            pt.index_interval_s,
+            kernel.refresh_index,
+            "build or refresh the ANN index",
+            cluster=True,
         )
-        self.jobs.add("compact", pt.compact_interval_s, kernel.compact, "compact LanceDB")
+        self.jobs.add(
+            "compact", pt.compact_interval_s, kernel.compact, "compact LanceDB", cluster=True
+        )
+        self._add_memory_os_jobs(kernel)
+
+    def _add_memory_os_jobs(self, kernel: MemoryOS) -> None:
+        from memos import fusion, lifecycle
+        from memos.manager import TierManager, place
+
+        manager = TierManager(
+            self.settings.manager, chunk_tokens=self.settings.activation.chunk_tokens
+        )
+        kernel.manager = manager
+        if kernel.activation is not None:
+            from memos.metrics import KV_LEVELS
+
+            tier = kernel.activation
+            KV_LEVELS.source = lambda: tier.store.stats().levels
+        js = self.settings.jobs
+        self.jobs.add(
+            "expire",
+            js.lifecycle_interval_s,
+            lambda: lifecycle.sweep(kernel, manager.tenants()),
+            "remove cubes past their TTL and tombstones past retention",
+            cluster=True,
+        )
+        self.jobs.add(
+            "fuse",
+            js.fuse_interval_s,
+            lambda: fusion.fuse(kernel, manager.tenants(), js),
+            "fuse near-duplicate plaintext cubes (originals archived, never deleted)",
+            cluster=True,
+        )
+        if self.settings.engine.model_path is not None:
+            self.jobs.add(
+                "migrate",
+                js.migrate_interval_s,
+                lambda: place(kernel, manager, js.prefill_budget_tokens),
+                "promote the cubes the policy keeps to KV caches, demote the evicted",
+                cluster=True,
+            )
+        self.jobs.add(
+            "retrain",
+            js.retrain_interval_s,
+            manager.retrain,
+            "refit and re-threshold the one-bit predictor on the logged accesses",
+        )
 
     def stop(self, grace_s: float | None = None, notice_s: float = 0.0) -> None:
         """Drain and close; idempotent."""
@@ -158,6 +223,8 @@ class Server:
             self._kernel.events.close()  # ends Watch streams so they do not hold the drain
         self._grpc.stop(grace).wait()
         self.jobs.stop()
+        if self.cluster is not None:
+            self.cluster.close()  # after the jobs: a running cluster job keeps its lease
         if self._kernel is not None:
             self._kernel.close()
         log.info("stopped")
