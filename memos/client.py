@@ -704,3 +704,120 @@ class WatchStream:
         tb: TracebackType | None,
     ) -> None:
         self.cancel()
+
+
+# ------------------------------------------------------------------ jobs and explain
+
+
+class JobRunInfo(_Result):
+    job: str
+    started_at: datetime
+    seconds: float
+    ok: bool
+    detail: str
+
+
+class JobInfo(_Result):
+    name: str
+    description: str
+    interval_s: float
+    next_run_at: datetime | None
+    runs: tuple[JobRunInfo, ...]
+
+
+class AccessInfo(_Result):
+    at: datetime
+    op: str
+    bit: int
+    source: str
+    hit: bool
+
+
+class Explanation(_Result):
+    cube: MemCube
+    tier: str
+    activation_ids: tuple[str, ...]
+    cache: str
+    policy: str
+    resident: bool
+    decision: str
+    accesses: int
+    last_access: datetime | None
+    latest_bit: int | None
+    bit_source: str
+    size_tokens: int
+    recent: tuple[AccessInfo, ...]
+
+
+class JobsClient:
+    """SchedulerService's jobs and explanations, on a :class:`MemosClient`'s channel."""
+
+    def __init__(self, client: MemosClient) -> None:
+        from memos.v1 import scheduler_pb2_grpc as spb_grpc
+
+        self._client = client
+        self._stub = spb_grpc.SchedulerServiceStub(client._channel)  # type: ignore[no-untyped-call]
+
+    def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        try:
+            return getattr(self._stub, method)(
+                request,
+                metadata=self._client._metadata,
+                timeout=timeout if timeout is not None else self._client.timeout,
+            )
+        except grpc.RpcError as exc:
+            raise self._client.error_from_rpc(exc) from exc
+
+    def list_jobs(self, history: int = 10) -> builtins.list[JobInfo]:
+        from memos.v1 import scheduler_pb2 as spb
+
+        r = self._call("ListJobs", spb.ListJobsRequest(history=history))
+        return [
+            JobInfo(
+                name=j.name,
+                description=j.description,
+                interval_s=j.interval_s,
+                next_run_at=_when(j.next_run_at) if j.HasField("next_run_at") else None,
+                runs=tuple(_job_run(x) for x in j.runs),
+            )
+            for j in r.jobs
+        ]
+
+    def run_job(self, name: str, *, timeout: float | None = 600.0) -> JobRunInfo:
+        """Run a job now and wait for it (admin scope)."""
+        from memos.v1 import scheduler_pb2 as spb
+
+        return _job_run(self._call("RunJob", spb.RunJobRequest(name=name), timeout).run)
+
+    def explain(self, id: str) -> Explanation:
+        from memos.v1 import scheduler_pb2 as spb
+
+        r = self._call("Explain", spb.ExplainRequest(id=id))
+        return Explanation(
+            cube=from_proto(r.cube),
+            tier=r.tier,
+            activation_ids=tuple(r.activation_ids),
+            cache=r.cache,
+            policy=r.policy,
+            resident=r.resident,
+            decision=r.decision,
+            accesses=r.accesses,
+            last_access=_when(r.last_access) if r.HasField("last_access") else None,
+            latest_bit=None if r.latest_bit < 0 else r.latest_bit,
+            bit_source=r.bit_source,
+            size_tokens=r.size_tokens,
+            recent=tuple(
+                AccessInfo(at=_when(a.at), op=a.op, bit=a.bit, source=a.source, hit=a.hit)
+                for a in r.recent
+            ),
+        )
+
+
+def _job_run(r: Any) -> JobRunInfo:
+    return JobRunInfo(
+        job=r.job, started_at=_when(r.started_at), seconds=r.seconds, ok=r.ok, detail=r.detail
+    )
+
+
+def _when(ts: Any) -> datetime:
+    return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, UTC)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 RPC_LATENCY = Histogram(
     "memos_rpc_seconds",
@@ -18,6 +19,30 @@ RPC_LATENCY = Histogram(
 RPC_ERRORS = Counter("memos_rpc_errors_total", "gRPC calls that failed", ["method", "code"])
 JOB_RUNS = Counter("memos_job_runs_total", "background job runs", ["job", "outcome"])
 JOB_SECONDS = Histogram("memos_job_seconds", "background job duration", ["job"])
+CACHE_REQUESTS = Counter(
+    "memos_cache_requests_total",
+    "page requests the tier manager saw, by cache, level and outcome (hit or miss)",
+    ["cache", "level", "outcome"],
+)
+CACHE_EVICTIONS = Counter(
+    "memos_cache_evictions_total", "items the tier manager evicted, by reason", ["cache", "reason"]
+)
+PREDICTOR_LABELS = Counter(
+    "memos_predictor_labels_total",
+    "matured labels of the one-bit predictor, by how the emitted bit fared",
+    ["cache", "outcome"],
+)
+PREDICTOR_ERROR_RATE = Gauge(
+    "memos_predictor_error_rate",
+    "share of matured labels the emitted bit got wrong, by error type",
+    ["cache", "type"],
+)
+MIGRATIONS = Counter(
+    "memos_migrations_total", "cubes moved between tiers by the jobs", ["direction", "outcome"]
+)
+PREFILL_TOKENS = Counter("memos_prefill_tokens_total", "tokens prefilled by promotions")
+FUSED = Counter("memos_fused_cubes_total", "near-duplicate cubes archived into a fused successor")
+EXPIRED = Counter("memos_swept_cubes_total", "cubes removed by the lifecycle job (TTL, retention)")
 
 
 class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -49,3 +74,44 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+class _LevelCollector:
+    """The activation levels' own counters (hits, misses, evictions) as Prometheus samples.
+
+    The levels count for themselves; this reads them at scrape time from the one source the
+    server sets (the latest, when several servers share a process, as in tests).
+    """
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Sequence[Any]] | None = None
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        source = self.source
+        if source is None:
+            return
+        try:
+            levels = source()
+        except Exception:  # a closed tier: nothing to report
+            return
+        requests = CounterMetricFamily(
+            "memos_kv_level_requests",
+            "KV chunk look-ups per activation level, by outcome",
+            labels=["cache", "level", "outcome"],
+        )
+        evictions = CounterMetricFamily(
+            "memos_kv_level_evictions", "chunks evicted per activation level", labels=["level"]
+        )
+        for lv in levels:
+            requests.add_metric(["activation", lv.name, "hit"], lv.hits)
+            requests.add_metric(["activation", lv.name, "miss"], lv.misses)
+            evictions.add_metric([lv.name], lv.evictions)
+        yield requests
+        yield evictions
+
+
+KV_LEVELS = _LevelCollector()
+REGISTRY.register(KV_LEVELS)

@@ -638,6 +638,10 @@ from memos.cli.migrate import attach_commands  # noqa: E402 - after every comman
 
 attach_commands(app)
 
+from memos.cli.jobs import attach_commands as attach_jobs  # noqa: E402
+
+attach_jobs(app)
+
 
 def main() -> None:
     app(prog_name="memosctl")

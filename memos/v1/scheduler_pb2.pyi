@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from memos.v1 import memcube_pb2 as _memcube_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -32,3 +35,105 @@ class MigrateResponse(_message.Message):
     dropped_chunks: int
     archived: _containers.RepeatedCompositeFieldContainer[_memcube_pb2.MemCube]
     def __init__(self, cube: _Optional[_Union[_memcube_pb2.MemCube, _Mapping]] = ..., created: _Optional[bool] = ..., prefilled_chunks: _Optional[int] = ..., reused_chunks: _Optional[int] = ..., dropped_chunks: _Optional[int] = ..., archived: _Optional[_Iterable[_Union[_memcube_pb2.MemCube, _Mapping]]] = ...) -> None: ...
+
+class JobRun(_message.Message):
+    __slots__ = ("job", "started_at", "seconds", "ok", "detail")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    started_at: _timestamp_pb2.Timestamp
+    seconds: float
+    ok: bool
+    detail: str
+    def __init__(self, job: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., seconds: _Optional[float] = ..., ok: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class JobInfo(_message.Message):
+    __slots__ = ("name", "description", "interval_s", "next_run_at", "runs")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    NEXT_RUN_AT_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    interval_s: float
+    next_run_at: _timestamp_pb2.Timestamp
+    runs: _containers.RepeatedCompositeFieldContainer[JobRun]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., interval_s: _Optional[float] = ..., next_run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., runs: _Optional[_Iterable[_Union[JobRun, _Mapping]]] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("history",)
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    history: int
+    def __init__(self, history: _Optional[int] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobInfo]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...
+
+class RunJobRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RunJobResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: JobRun
+    def __init__(self, run: _Optional[_Union[JobRun, _Mapping]] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class Access(_message.Message):
+    __slots__ = ("at", "op", "bit", "source", "hit")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    BIT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    HIT_FIELD_NUMBER: _ClassVar[int]
+    at: _timestamp_pb2.Timestamp
+    op: str
+    bit: int
+    source: str
+    hit: bool
+    def __init__(self, at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., op: _Optional[str] = ..., bit: _Optional[int] = ..., source: _Optional[str] = ..., hit: _Optional[bool] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("cube", "tier", "activation_ids", "cache", "policy", "resident", "decision", "accesses", "last_access", "latest_bit", "bit_source", "size_tokens", "recent")
+    CUBE_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_IDS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    ACCESSES_FIELD_NUMBER: _ClassVar[int]
+    LAST_ACCESS_FIELD_NUMBER: _ClassVar[int]
+    LATEST_BIT_FIELD_NUMBER: _ClassVar[int]
+    BIT_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FIELD_NUMBER: _ClassVar[int]
+    cube: _memcube_pb2.MemCube
+    tier: str
+    activation_ids: _containers.RepeatedScalarFieldContainer[str]
+    cache: str
+    policy: str
+    resident: bool
+    decision: str
+    accesses: int
+    last_access: _timestamp_pb2.Timestamp
+    latest_bit: int
+    bit_source: str
+    size_tokens: int
+    recent: _containers.RepeatedCompositeFieldContainer[Access]
+    def __init__(self, cube: _Optional[_Union[_memcube_pb2.MemCube, _Mapping]] = ..., tier: _Optional[str] = ..., activation_ids: _Optional[_Iterable[str]] = ..., cache: _Optional[str] = ..., policy: _Optional[str] = ..., resident: _Optional[bool] = ..., decision: _Optional[str] = ..., accesses: _Optional[int] = ..., last_access: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_bit: _Optional[int] = ..., bit_source: _Optional[str] = ..., size_tokens: _Optional[int] = ..., recent: _Optional[_Iterable[_Union[Access, _Mapping]]] = ...) -> None: ...

@@ -39,12 +39,45 @@ class SchedulerServiceStub:
                 request_serializer=memos_dot_v1_dot_scheduler__pb2.MigrateRequest.SerializeToString,
                 response_deserializer=memos_dot_v1_dot_scheduler__pb2.MigrateResponse.FromString,
                 _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/memos.v1.SchedulerService/ListJobs',
+                request_serializer=memos_dot_v1_dot_scheduler__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=memos_dot_v1_dot_scheduler__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.RunJob = channel.unary_unary(
+                '/memos.v1.SchedulerService/RunJob',
+                request_serializer=memos_dot_v1_dot_scheduler__pb2.RunJobRequest.SerializeToString,
+                response_deserializer=memos_dot_v1_dot_scheduler__pb2.RunJobResponse.FromString,
+                _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/memos.v1.SchedulerService/Explain',
+                request_serializer=memos_dot_v1_dot_scheduler__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=memos_dot_v1_dot_scheduler__pb2.ExplainResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Migrate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Explain(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -57,6 +90,21 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.Migrate,
                     request_deserializer=memos_dot_v1_dot_scheduler__pb2.MigrateRequest.FromString,
                     response_serializer=memos_dot_v1_dot_scheduler__pb2.MigrateResponse.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=memos_dot_v1_dot_scheduler__pb2.ListJobsRequest.FromString,
+                    response_serializer=memos_dot_v1_dot_scheduler__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'RunJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunJob,
+                    request_deserializer=memos_dot_v1_dot_scheduler__pb2.RunJobRequest.FromString,
+                    response_serializer=memos_dot_v1_dot_scheduler__pb2.RunJobResponse.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=memos_dot_v1_dot_scheduler__pb2.ExplainRequest.FromString,
+                    response_serializer=memos_dot_v1_dot_scheduler__pb2.ExplainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +134,87 @@ class SchedulerService:
             '/memos.v1.SchedulerService/Migrate',
             memos_dot_v1_dot_scheduler__pb2.MigrateRequest.SerializeToString,
             memos_dot_v1_dot_scheduler__pb2.MigrateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memos.v1.SchedulerService/ListJobs',
+            memos_dot_v1_dot_scheduler__pb2.ListJobsRequest.SerializeToString,
+            memos_dot_v1_dot_scheduler__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memos.v1.SchedulerService/RunJob',
+            memos_dot_v1_dot_scheduler__pb2.RunJobRequest.SerializeToString,
+            memos_dot_v1_dot_scheduler__pb2.RunJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memos.v1.SchedulerService/Explain',
+            memos_dot_v1_dot_scheduler__pb2.ExplainRequest.SerializeToString,
+            memos_dot_v1_dot_scheduler__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,
