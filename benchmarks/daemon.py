@@ -198,11 +198,15 @@ def concurrent_puts(
 
 
 def wait_indexed(stub: pb_grpc.MemCubeServiceStub, timeout_s: float) -> pb.StatsResponse:
+    """Wait for the index job to cover every row (tables under ``ann_min_rows`` get none)."""
+    from memos.config import PlaintextSettings
+
+    min_rows = PlaintextSettings().ann_min_rows
     deadline = time.monotonic() + timeout_s
     stats: pb.StatsResponse = stub.Stats(pb.StatsRequest())
     while time.monotonic() < deadline:
         stats = stub.Stats(pb.StatsRequest())
-        if stats.ann_index and stats.unindexed_rows == 0:
+        if stats.versions < min_rows or (stats.ann_index and stats.unindexed_rows == 0):
             break
         time.sleep(1.0)
     return stats

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, NoReturn, Self, TypeVar
+from typing import Any, Literal, NoReturn, Self, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -198,6 +198,16 @@ _MODE_TO_PB: dict[SearchMode, pb.SearchMode] = {
 
 
 _E = TypeVar("_E", bound=StrEnum)
+
+
+_HINTS = {None: pb.HINT_UNSPECIFIED, "reuse": pb.HINT_REUSE, "done": pb.HINT_DONE}
+
+
+def _hint(value: str | None) -> pb.Hint:
+    try:
+        return _HINTS[value]
+    except KeyError:
+        raise ValueError(f"hint must be 'reuse', 'done' or None, not {value!r}") from None
 
 
 def _choice(enum: type[_E], value: _E | str, what: str) -> _E:
@@ -513,9 +523,19 @@ class MemosClient:
 
     # ------------------------------------------------------------------ reads
 
-    def get(self, id: str, *, version: int = 0, include_embedding: bool = False) -> MemCube:
-        """One cube: the latest version, or ``version`` from its history."""
-        request = pb.GetRequest(id=id, version=version, include_embedding=include_embedding)
+    def get(
+        self,
+        id: str,
+        *,
+        version: int = 0,
+        include_embedding: bool = False,
+        hint: Literal["reuse", "done"] | None = None,
+    ) -> MemCube:
+        """One cube: the latest version, or ``version`` from its history. ``hint`` tells the
+        scheduler whether this memory will be needed again soon ("reuse") or not ("done")."""
+        request = pb.GetRequest(
+            id=id, version=version, include_embedding=include_embedding, hint=_hint(hint)
+        )
         return from_proto(self._call("Get", request).cube)
 
     def search(
@@ -533,8 +553,10 @@ class MemosClient:
         mode: SearchMode | str | None = None,
         exact: bool = False,
         query_embedding: Sequence[float] | None = None,
+        hint: Literal["reuse", "done"] | None = None,
     ) -> builtins.list[SearchResult]:
-        """The ``k`` cubes nearest to ``query``, best first, within the filters."""
+        """The ``k`` cubes nearest to ``query``, best first, within the filters. ``hint``
+        (applied to every hit) tells the scheduler whether they will be needed again soon."""
         request = pb.SearchRequest(
             query=query,
             query_embedding=list(query_embedding or ()),
@@ -549,6 +571,7 @@ class MemosClient:
                 created_before=created_before,
             ),
             exact=exact,
+            hint=_hint(hint),
         )
         if mode is not None:
             request.mode = _MODE_TO_PB[_choice(SearchMode, mode, "search mode")]

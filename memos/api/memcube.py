@@ -22,6 +22,7 @@ from memos.cube import (
 from memos.errors import InvalidArgument, ResourceExhausted, Unavailable
 from memos.events import ChangeEvent, ChangeType, SubscriptionLost
 from memos.kernel import MemoryOS, Principal, SearchMode, UpdateSpec
+from memos.manager import Hint
 from memos.tiers.plaintext.store import CubeFilter
 from memos.v1 import memcube_pb2 as pb
 from memos.v1 import memcube_pb2_grpc as pb_grpc
@@ -31,6 +32,11 @@ _MODES: dict[int, SearchMode | None] = {
     pb.SEARCH_MODE_DENSE: "dense",
     pb.SEARCH_MODE_LEXICAL: "lexical",
     pb.SEARCH_MODE_HYBRID: "hybrid",
+}
+_HINTS: dict[int, Hint | None] = {
+    pb.HINT_UNSPECIFIED: None,
+    pb.HINT_REUSE: Hint.REUSE,
+    pb.HINT_DONE: Hint.DONE,
 }
 _CHANGE_TYPES = {
     ChangeType.PUT: pb.CHANGE_TYPE_PUT,
@@ -125,7 +131,9 @@ class MemCubeServicer(pb_grpc.MemCubeServiceServicer):
     @unary
     def Get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> pb.GetResponse:
         kernel, who = self._enter(context)
-        cube = kernel.get(who, request.id, version=request.version or None)
+        cube = kernel.get(
+            who, request.id, version=request.version or None, hint=_hint(request.hint)
+        )
         return pb.GetResponse(cube=to_proto(cube, include_embedding=request.include_embedding))
 
     @unary
@@ -141,6 +149,7 @@ class MemCubeServicer(pb_grpc.MemCubeServiceServicer):
             query_vector=tuple(request.query_embedding) or None,
             mode=_MODES[request.mode],
             exact=request.exact,
+            hint=_hint(request.hint),
         )
         return pb.SearchResponse(
             hits=[pb.SearchHit(cube=to_proto(h.cube), score=h.score) for h in hits]
@@ -251,6 +260,12 @@ class MemCubeServicer(pb_grpc.MemCubeServiceServicer):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         finally:
             kernel.events.unsubscribe(sub)
+
+
+def _hint(value: int) -> Hint | None:
+    if value not in _HINTS:
+        raise InvalidArgument(f"unknown hint value {value}: use REUSE or DONE, or leave it unset")
+    return _HINTS[value]
 
 
 def change_event(event: ChangeEvent) -> pb.ChangeEvent:

@@ -24,6 +24,12 @@ class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STATE_ARCHIVED: _ClassVar[State]
     STATE_TOMBSTONE: _ClassVar[State]
 
+class Hint(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HINT_UNSPECIFIED: _ClassVar[Hint]
+    HINT_REUSE: _ClassVar[Hint]
+    HINT_DONE: _ClassVar[Hint]
+
 class SearchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SEARCH_MODE_UNSPECIFIED: _ClassVar[SearchMode]
@@ -47,6 +53,9 @@ STATE_UNSPECIFIED: State
 STATE_ACTIVE: State
 STATE_ARCHIVED: State
 STATE_TOMBSTONE: State
+HINT_UNSPECIFIED: Hint
+HINT_REUSE: Hint
+HINT_DONE: Hint
 SEARCH_MODE_UNSPECIFIED: SearchMode
 SEARCH_MODE_DENSE: SearchMode
 SEARCH_MODE_LEXICAL: SearchMode
@@ -223,14 +232,16 @@ class PutBatchResponse(_message.Message):
     def __init__(self, cubes: _Optional[_Iterable[_Union[MemCube, _Mapping]]] = ...) -> None: ...
 
 class GetRequest(_message.Message):
-    __slots__ = ("id", "version", "include_embedding")
+    __slots__ = ("id", "version", "include_embedding", "hint")
     ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    HINT_FIELD_NUMBER: _ClassVar[int]
     id: str
     version: int
     include_embedding: bool
-    def __init__(self, id: _Optional[str] = ..., version: _Optional[int] = ..., include_embedding: _Optional[bool] = ...) -> None: ...
+    hint: Hint
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[int] = ..., include_embedding: _Optional[bool] = ..., hint: _Optional[_Union[Hint, str]] = ...) -> None: ...
 
 class GetResponse(_message.Message):
     __slots__ = ("cube",)
@@ -264,20 +275,22 @@ class Filter(_message.Message):
     def __init__(self, namespaces: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., kind: _Optional[_Union[Kind, str]] = ..., states: _Optional[_Iterable[_Union[State, str]]] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "query_embedding", "k", "filter", "mode", "exact")
+    __slots__ = ("query", "query_embedding", "k", "filter", "mode", "exact", "hint")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     QUERY_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     EXACT_FIELD_NUMBER: _ClassVar[int]
+    HINT_FIELD_NUMBER: _ClassVar[int]
     query: str
     query_embedding: _containers.RepeatedScalarFieldContainer[float]
     k: int
     filter: Filter
     mode: SearchMode
     exact: bool
-    def __init__(self, query: _Optional[str] = ..., query_embedding: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., exact: _Optional[bool] = ...) -> None: ...
+    hint: Hint
+    def __init__(self, query: _Optional[str] = ..., query_embedding: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., exact: _Optional[bool] = ..., hint: _Optional[_Union[Hint, str]] = ...) -> None: ...
 
 class SearchHit(_message.Message):
     __slots__ = ("cube", "score")
