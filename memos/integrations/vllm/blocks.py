@@ -5,12 +5,18 @@ vLLM hands the connector one tensor per attention layer, a ``[num_blocks, H, N, 
 ``[layers, 2 (K, V), H, N, head_size]``, the activation tier's layout. How K and V sit inside
 a block depends on the attention backend:
 
-- ``cpu``: the CPU backend (``CPU_ATTN``) views a block as ``[H, 2 * N, head]`` and splits it
-  at ``N``: the block's K rows, then its V rows. Checked against the model's own K and V in
-  ``tests/vllm/test_layout.py``.
-- anything else: each token's ``C`` elements are read as ``[K | V]``. Whatever a backend's
-  real order, the copy out and the copy back in are exact inverses, and the device kind is
-  part of the layout fingerprint, so blocks are only ever read back by the same layout.
+- ``cpu-vec``: the CPU backend (``CPU_ATTN``, its ``vec`` kernels: float32 and float16 with
+  32-token blocks on x86) views a block as ``[H, 2 * N, head]`` and splits it at ``N``: first
+  K, stored transposed (``[head, N]`` per head), then V (``[N, head]``). Checked against the
+  model's own K and V in ``tests/vllm/test_connector.py``.
+- ``cpu-*`` (other CPU kernels, e.g. ``amx`` for bfloat16): the K and V halves are kept as
+  the kernel packs them.
+- anything else: each token's ``C`` elements are read as ``[K | V]`` (not verified on a GPU
+  yet: ``benchmarks/gpu/vllm_kv.sh`` runs the same layout test there).
+
+Whatever a layout's real order, the copy out and the copy back in are exact inverses, and the
+device kind (with the CPU kernel) is part of the layout fingerprint, so blocks are only ever
+read back by an engine with the same layout.
 """
 
 from __future__ import annotations
@@ -24,32 +30,50 @@ from memos.integrations.vllm.layout import EngineLayout, UnsupportedLayout
 
 class BlockCodec:
     def __init__(
-        self, kv_caches: Mapping[str, torch.Tensor], layer_names: Sequence[str], layout: EngineLayout
+        self,
+        kv_caches: Mapping[str, torch.Tensor],
+        layer_names: Sequence[str],
+        layout: EngineLayout,
     ) -> None:
         missing = [name for name in layer_names if name not in kv_caches]
         if missing:
             raise UnsupportedLayout(f"no KV cache registered for layers {missing}")
         self.layout = layout
-        self._views = [self._view(kv_caches[name]) for name in layer_names]
-        self.device = self._views[0].device
+        self.model_layout = layout.model_layout()
+        self._caches = [kv_caches[name] for name in layer_names]
+        for cache in self._caches:
+            self._check(cache)
+        self.device = self._caches[0].device
+        self.dtype = self._caches[0].dtype
+        self._staging: torch.Tensor | None = None
 
-    def _view(self, cache: torch.Tensor) -> torch.Tensor:
-        """``cache`` as ``[num_blocks, 2, H, N, head]`` (a view: writes reach the buffer)."""
+    def _check(self, cache: torch.Tensor) -> None:
         lay = self.layout
-        if cache.dim() != 4:
-            raise UnsupportedLayout(f"a KV cache of shape {tuple(cache.shape)}: expected 4 dims")
-        blocks, heads, tokens, width = cache.shape
-        if (heads, tokens, width) != (lay.kv_heads, lay.block_size, 2 * lay.head_size):
+        expected = (lay.kv_heads, lay.block_size, 2 * lay.head_size)
+        if cache.dim() != 4 or tuple(cache.shape[1:]) != expected:
             raise UnsupportedLayout(
                 f"a KV cache of shape {tuple(cache.shape)} does not hold blocks of "
                 f"{lay.kv_heads} heads x {lay.block_size} tokens x 2 x {lay.head_size}"
             )
-        if lay.device == "cpu":
-            # [B, H, N, 2*head] -> [B, H, 2*N, head] -> [B, H, 2, N, head]: what CPU_ATTN reads.
-            five = cache.view(blocks, heads, 2 * tokens, lay.head_size).unflatten(2, (2, tokens))
-            return five.permute(0, 2, 1, 3, 4)
-        # [B, H, N, 2, head] -> [B, 2, H, N, head]
-        return cache.unflatten(3, (2, lay.head_size)).permute(0, 3, 1, 2, 4)
+
+    def _split(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V of contiguous blocks ``raw`` ``[n, H, N, C]``, each a ``[n, H, N, head]``
+        view (writing them writes ``raw``)."""
+        n = raw.shape[0]
+        lay = self.layout
+        heads, tokens, head = lay.kv_heads, lay.block_size, lay.head_size
+        if lay.device.startswith("cpu"):
+            # [n, H, N, 2*head] -> [n, H, 2, N*head]: the K and V halves CPU_ATTN splits.
+            halves = raw.view(n, heads, 2, tokens * head)
+            k, v = halves[:, :, 0], halves[:, :, 1]
+            if lay.device == "cpu-vec":
+                k = k.view(n, heads, head, tokens).transpose(2, 3)
+            else:
+                k = k.view(n, heads, tokens, head)
+            return k, v.view(n, heads, tokens, head)
+        # [n, H, N, 2, head]: each token's K, then its V.
+        pairs = raw.view(n, heads, tokens, 2, head)
+        return pairs[:, :, :, 0], pairs[:, :, :, 1]
 
     def read(self, block_ids: Sequence[int]) -> torch.Tensor:
         """A host copy of ``block_ids`` as ``[n, layers, 2, H, N, head]``, contiguous."""
@@ -57,13 +81,30 @@ class BlockCodec:
         lay = self.layout
         out = torch.empty(
             (len(block_ids), lay.layers, 2, lay.kv_heads, lay.block_size, lay.head_size),
-            dtype=self._views[0].dtype,
-            device="cpu",
-            pin_memory=False,
+            dtype=self.dtype,
+            device=self.device,
         )
-        for layer, view in enumerate(self._views):
-            out[:, layer].copy_(view.index_select(0, index))
-        return out
+        for layer, cache in enumerate(self._caches):
+            # Whole blocks first (contiguous copies), then K and V apart, in the small copy.
+            k, v = self._split(cache.index_select(0, index))
+            out[:, layer, 0].copy_(k)
+            out[:, layer, 1].copy_(v)
+        return out.cpu()
+
+    def staging(self, n: int) -> torch.Tensor:
+        """A host buffer for ``n`` blocks in the chunk layout, to decode chunks into.
+
+        Reused from load to load (loads run one at a time, in the forward pass's thread):
+        touching fresh pages for every load costs more than the copies themselves.
+        """
+        lay = self.layout
+        if self._staging is None or self._staging.shape[0] < n:
+            self._staging = torch.empty(
+                (n, lay.layers, 2, lay.kv_heads, lay.block_size, lay.head_size),
+                dtype=self.dtype,
+                pin_memory=self.device.type == "cuda",
+            )
+        return self._staging[:n]
 
     def write(self, block_ids: Sequence[int], blocks: torch.Tensor) -> None:
         """Copy ``blocks`` ``[n, layers, 2, H, N, head]`` into ``block_ids``."""
@@ -71,5 +112,14 @@ class BlockCodec:
             raise ValueError(f"{blocks.shape[0]} blocks for {len(block_ids)} block ids")
         index = torch.tensor(list(block_ids), dtype=torch.long, device=self.device)
         source = blocks.to(self.device, non_blocking=True)
-        for layer, view in enumerate(self._views):
-            view.index_copy_(0, index, source[:, layer])
+        lay = self.layout
+        raw = torch.empty(
+            (len(block_ids), lay.kv_heads, lay.block_size, 2 * lay.head_size),
+            dtype=self.dtype,
+            device=self.device,
+        )
+        k, v = self._split(raw)
+        for layer, cache in enumerate(self._caches):
+            k.copy_(source[:, layer, 0])
+            v.copy_(source[:, layer, 1])
+            cache.index_copy_(0, index, raw)

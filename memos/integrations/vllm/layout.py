@@ -164,8 +164,7 @@ def layout_from_vllm(
     algo = str(getattr(vllm_config.cache_config, "prefix_caching_hash_algo", "sha256"))
     if algo not in REPRODUCIBLE_HASH_ALGOS:
         raise UnsupportedLayout(
-            f"prefix_caching_hash_algo {algo} seeds every process differently: "
-            "use sha256_cbor"
+            f"prefix_caching_hash_algo {algo} seeds every process differently: use sha256_cbor"
         )
     layers = sorted(group.layer_names, key=_layer_order)
     model = vllm_config.model_config

@@ -83,11 +83,9 @@ class RequestParams:
     # The one-bit hint for the daemon's scheduler: True "will be reused soon", False "done
     # with it", None "no opinion".
     hint: bool | None = None
-
-    @property
-    def wants_report(self) -> bool:
-        """Whether the request asked for the block keys back (to record cube -> keys)."""
-        return bool(self.cube_ids)
+    # Whether the request set any memos.* key: it then gets a report in its output's
+    # kv_transfer_params (tokens loaded, blocks saved, its block keys).
+    report: bool = False
 
 
 def request_params(
@@ -111,7 +109,8 @@ def request_params(
             hint = bool(raw_hint)
         else:
             log.warning("memos connector: ignoring memos.hint=%r (0, 1 or a bool)", raw_hint)
-    return RequestParams(load=load, save=save, cube_ids=cube_ids, hint=hint)
+    report = any(isinstance(k, str) and k.startswith(PARAM_PREFIX) for k in params)
+    return RequestParams(load=load, save=save, cube_ids=cube_ids, hint=hint, report=report)
 
 
 def _flag(params: Mapping[str, Any], name: str, default: bool) -> bool:

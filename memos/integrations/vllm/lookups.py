@@ -1,0 +1,155 @@
+"""Scheduler side: non-blocking Lookups to the daemon, pinned until the worker loads.
+
+vLLM's scheduler asks, for each waiting request, how many tokens the connector can load, and
+accepts "not yet" (``None``). A Lookup runs in a small thread pool; the scheduler waits a few
+milliseconds for it inline (a localhost round trip usually fits), then moves on and asks again
+on a later step. The answer is cached per request; a Lookup that fails or outlives its
+deadline counts as a miss, so a daemon that is down or slow never holds a request back for
+long and never fails it.
+
+A Lookup pins the matched chunks under a lease, so the daemon cannot evict them before the
+worker's Fetch (which names the lease, and so releases it). A lease the engine ends up not
+using (the local prefix cache already covered the tokens, or the request finished) is
+released in the background; if that fails too, it expires on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from memos.client_activation import ActivationClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """What the daemon promised: ``blocks`` leading blocks, pinned under ``leases``
+    (one per tensor-parallel rank, "" where nothing was pinned)."""
+
+    blocks: int
+    leases: tuple[str, ...]
+
+
+MISS = Hit(0, ())
+
+
+class _Pending:
+    __slots__ = ("deadline", "future")
+
+    def __init__(self, future: Future[Hit], deadline: float) -> None:
+        self.future = future
+        self.deadline = deadline
+
+
+class Lookups:
+    """Cached, non-blocking Lookups keyed by request id."""
+
+    def __init__(
+        self,
+        client: Callable[[], ActivationClient],
+        *,
+        inline_s: float,
+        timeout_s: float,
+        lease_ms: int,
+        workers: int = 4,
+    ) -> None:
+        self._client = client
+        self._inline_s = inline_s
+        self._timeout_s = timeout_s
+        self._lease_ms = lease_ms
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="memos-lookup")
+        self._pending: dict[str, _Pending] = {}
+        self._answers: dict[str, Hit] = {}
+        self.lookups = self.failures = self.timeouts = 0
+
+    def get(self, request_id: str, chains: Sequence[Sequence[bytes]]) -> Hit | None:
+        """The hit for ``request_id`` (one key chain per rank), or None while pending."""
+        answer = self._answers.get(request_id)
+        if answer is not None:
+            return answer
+        pending = self._pending.get(request_id)
+        if pending is None:
+            self.lookups += 1
+            future = self._pool.submit(self._lookup, [list(c) for c in chains])
+            pending = _Pending(future, time.monotonic() + self._timeout_s)
+            self._pending[request_id] = pending
+            if self._inline_s > 0:
+                # A failure is collected below, as a miss.
+                with contextlib.suppress(Exception):
+                    future.result(timeout=self._inline_s)
+        if not pending.future.done():
+            if time.monotonic() < pending.deadline:
+                return None
+            # Too slow: a miss. A late answer's lease is released when it arrives.
+            self.timeouts += 1
+            pending.future.add_done_callback(self._release_late)
+            return self._settle(request_id, MISS)
+        try:
+            hit = pending.future.result()
+        except Exception as exc:  # any failure of the daemon is a miss
+            self.failures += 1
+            log.warning("memos connector: lookup failed (%s): recomputing", _brief(exc))
+            hit = MISS
+        return self._settle(request_id, hit)
+
+    def answer(self, request_id: str) -> Hit | None:
+        """The settled answer for ``request_id``, if any."""
+        return self._answers.get(request_id)
+
+    def _settle(self, request_id: str, hit: Hit) -> Hit:
+        self._pending.pop(request_id, None)
+        self._answers[request_id] = hit
+        return hit
+
+    def _lookup(self, chains: list[list[bytes]]) -> Hit:
+        client = self._client()
+        leases: list[str] = []
+        blocks: int | None = None
+        try:
+            for keys in chains:
+                found = client.lookup(keys, pin=True, lease_ms=self._lease_ms)
+                leases.append(found.lease_id)
+                blocks = found.pinned if blocks is None else min(blocks, found.pinned)
+        except BaseException:
+            self._release(leases)
+            raise
+        return Hit(blocks or 0, tuple(leases))
+
+    def forget(self, request_id: str, *, release: bool) -> None:
+        """Drop a request's answer; with ``release``, unpin what it had pinned."""
+        hit = self._answers.pop(request_id, None)
+        pending = self._pending.pop(request_id, None)
+        if release and pending is not None:
+            pending.future.add_done_callback(self._release_late)
+        if release and hit is not None and any(hit.leases):
+            self._pool.submit(self._release, hit.leases)
+
+    def _release_late(self, future: Future[Hit]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
+        leases = future.result().leases
+        if any(leases):
+            self._pool.submit(self._release, leases)
+
+    def _release(self, leases: Sequence[str]) -> None:
+        try:
+            client = self._client()
+            for lease in leases:
+                if lease:
+                    client.release(lease)
+        except Exception as exc:  # the lease expires by itself
+            log.debug("memos connector: release failed (%s)", _brief(exc))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _brief(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]

@@ -1,0 +1,154 @@
+"""Worker side: load chunks from the daemon into the paged buffer, and save new blocks.
+
+Loads are synchronous: vLLM runs them before the step's forward pass, and whatever did not
+arrive, arrived corrupt or late is reported as failed blocks, which the scheduler (with
+``kv_load_failure_policy="recompute"``) recomputes. Saves are copied out of the buffer at the
+end of the step (the copy is what lets vLLM free or reuse the blocks at once) and sent by a
+background thread, best-effort: a full queue, a daemon that is down or refuses, all cost a
+future miss and a log line, never a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from memos.client_activation import ActivationClient
+from memos.integrations.vllm.blocks import BlockCodec
+from memos.tiers.activation.chunk import decode, encode
+from memos.tiers.activation.keys import ModelLayout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    loaded: int  # leading blocks copied into the buffer
+    failed: tuple[int, ...]  # block ids left to recompute
+
+
+def load_blocks(
+    client: ActivationClient,
+    codec: BlockCodec,
+    keys: Sequence[bytes],
+    block_ids: Sequence[int],
+    *,
+    lease_id: str,
+    deadline: float,
+) -> LoadResult:
+    """Fetch ``keys`` and copy chunk ``i`` into block ``block_ids[i]``.
+
+    Stops at the first missing, corrupt or late chunk; every block from there on is failed.
+    """
+    blocks = codec.staging(len(keys))
+    loaded = 0
+    try:
+        for key, blob in client.iter_fetch(keys, lease_id=lease_id):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the fetch ran past load_timeout_s")
+            chunk = decode(blob, key)
+            header = chunk.header
+            if not header.matches(codec.model_layout) or header.tokens != header.chunk_tokens:
+                raise ValueError("a chunk of another layout")
+            chunk.copy_into(blocks[loaded])
+            loaded += 1
+    except Exception as exc:  # every failure becomes a recompute
+        log.warning(
+            "memos connector: load stopped after %d of %d blocks (%s): recomputing the rest",
+            loaded,
+            len(keys),
+            str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+        )
+    if loaded:
+        codec.write(block_ids[:loaded], blocks[:loaded])
+    return LoadResult(loaded, tuple(block_ids[loaded:]))
+
+
+@dataclass(frozen=True, slots=True)
+class SaveJob:
+    keys: tuple[bytes, ...]
+    blocks: torch.Tensor  # [n, layers, 2, H, N, head] on the host
+
+    @property
+    def nbytes(self) -> int:
+        return self.blocks.numel() * self.blocks.element_size()
+
+
+class Saver:
+    """A background thread that encodes saved blocks as chunks and Stores them."""
+
+    def __init__(
+        self,
+        client: Callable[[], ActivationClient],
+        layout: ModelLayout,
+        *,
+        max_pending_bytes: int,
+    ) -> None:
+        self._client = client
+        self._layout = layout
+        self._max_pending = max_pending_bytes
+        self._queue: queue.Queue[SaveJob | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._pending_bytes = 0
+        self._pending_jobs = 0
+        self.stored = self.refused = self.dropped = self.failed = 0
+        self._thread = threading.Thread(target=self._run, name="memos-kv-save", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: SaveJob) -> bool:
+        """Queue ``job``; False (dropped) when the queue holds too many bytes."""
+        with self._lock:
+            if self._pending_bytes + job.nbytes > self._max_pending:
+                self.dropped += len(job.keys)
+                return False
+            self._pending_bytes += job.nbytes
+            self._pending_jobs += 1
+        self._queue.put(job)
+        return True
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Block until every queued job was sent (or failed); False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending_jobs == 0, timeout=timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            try:
+                self._send(job)
+            finally:
+                with self._idle:
+                    self._pending_bytes -= job.nbytes
+                    self._pending_jobs -= 1
+                    self._idle.notify_all()
+
+    def _send(self, job: SaveJob) -> None:
+        try:
+            chunks = [
+                (key, encode(key, self._layout, job.blocks[i])) for i, key in enumerate(job.keys)
+            ]
+            result = self._client().store(chunks)
+        except Exception as exc:  # best effort: a failed save is a future miss
+            self.failed += len(job.keys)
+            log.warning(
+                "memos connector: saving %d blocks failed (%s)",
+                len(job.keys),
+                str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+            )
+            return
+        self.stored += result.stored
+        self.refused += result.refused
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self.wait_idle(timeout_s)
+        self._queue.put(None)
+        self._thread.join(timeout_s)
