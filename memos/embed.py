@@ -63,7 +63,7 @@ def _model_dir(name: str) -> Path:
 class _Lane:
     """One model instance behind one lock: encode() is not safe to call concurrently."""
 
-    def __init__(self, model_dir: Path, device: str, batch_size: int) -> None:
+    def __init__(self, model_dir: Path, device: str, batch_size: int, threads: int) -> None:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -74,6 +74,7 @@ class _Lane:
         )
         self._model.eval()
         self._batch_size = batch_size
+        self._threads = threads
         self._lock = threading.Lock()
 
     @property
@@ -87,6 +88,11 @@ class _Lane:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         with self._lock:
+            if self._threads:
+                import torch
+
+                # Per calling thread in torch's OpenMP backend: it changes no other lane.
+                torch.set_num_threads(self._threads)
             out = self._model.encode(
                 list(texts),
                 batch_size=self._batch_size,
@@ -101,15 +107,11 @@ class MiniLMEmbedder:
     """all-MiniLM-L6-v2 (384 dimensions) loaded from the wheel; batched and thread-safe."""
 
     def __init__(self, settings: EmbedSettings) -> None:
-        if settings.threads:
-            import torch
-
-            torch.set_num_threads(settings.threads)
         model_dir = _model_dir(settings.model)
         self.model_name = MINILM_NAME if settings.model in MINILM_NAMES else settings.model
-        self._bulk = _Lane(model_dir, settings.device, settings.batch_size)
+        self._bulk = _Lane(model_dir, settings.device, settings.batch_size, settings.threads)
         # Loaded now, not on the first query: that one would pay the load in its latency.
-        self._query = _Lane(model_dir, settings.device, 1)
+        self._query = _Lane(model_dir, settings.device, 1, settings.query_threads)
         self.dim = self._bulk.dim
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -253,7 +253,10 @@ def test_update_errors(store: PlaintextStore) -> None:
     with pytest.raises(NotFound, match="the kernel says no"):
         store.update("acme", v1.id, refuse)
     with pytest.raises(ValueError, match="version 3"):
-        store.update("acme", v1.id, lambda c: c)
+        store.update("acme", v1.id, lambda c: c.model_copy(update={"tags": ("same version",)}))
+    before = store.table_version
+    unchanged = store.update("acme", v1.id, lambda c: c)  # "nothing to change"
+    assert unchanged.version == 2 and store.table_version == before
     assert [c.version for c in store.history("acme", v1.id)] == [1, 2]
 
 

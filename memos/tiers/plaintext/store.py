@@ -64,7 +64,7 @@ from memos.tiers.plaintext.schema import (
     VECTOR,
     cubes_to_table,
     embedding_matrix,
-    row_columns,
+    read_columns,
     rows_to_cubes,
     schema_model,
     stored_size,
@@ -174,8 +174,8 @@ class PlaintextStore:
         self._db = lancedb.connect(uri)
         self._table = self._open_table(uri, settings.table)
         self._schema = self._table.schema
-        self._columns = row_columns(self._schema, with_embedding=True)
-        self._light_columns = row_columns(self._schema, with_embedding=False)
+        self._columns = read_columns(with_embedding=True)
+        self._light_columns = read_columns(with_embedding=False)
         self._counts = _LiveCounts()
         self._repair_latest()
         self._has_index = ann.vector_index_state(self._table) is not None
@@ -291,7 +291,10 @@ class PlaintextStore:
     ) -> MemCube:
         """Replace the latest version of a cube with ``change(latest)``, atomically.
 
-        ``change`` runs on the commit thread: it must be quick and must not write to this store.
+        ``change`` returns the next version (``version`` + 1, same tenant and id), or
+        ``latest`` itself to change nothing (then nothing is written and ``latest`` is
+        returned). It runs on the commit thread: it must be quick and must not write to this
+        store.
         """
         check_tenant(tenant)
         check_id(cube_id)
@@ -393,12 +396,19 @@ class PlaintextStore:
     def _commit_batch(self, batch: list[Pending[_CommitItem, object]]) -> None:
         prepared = [p.item for p in batch if isinstance(p.item, _Prepared)]
         if prepared:
-            self._commit_puts(prepared)
+            try:
+                self._commit_puts(prepared)
+            except BaseException as exc:
+                # The callers wait on the embed stage's futures: fail those, not only ours.
+                for item in prepared:
+                    for waiter, _ in item.waiters:
+                        waiter.fail(exc)
+                raise
         gated = self._deferred + [p for p in batch if not isinstance(p.item, _Prepared)]
         self._deferred = []
-        for pending in batch:
-            if isinstance(pending.item, _Prepared):
-                pending.resolve(None)
+        for done in batch:
+            if isinstance(done.item, _Prepared):
+                done.resolve(None)
         if not gated:
             return
         # Appends commit beside a compaction; updates and deletes would conflict with its
@@ -407,23 +417,31 @@ class PlaintextStore:
             self._deferred = gated
             return
         try:
-            run: list[tuple[Pending[_CommitItem, object], _UpdateJob]] = []
-            for pending in gated:
-                if isinstance(pending.item, _UpdateJob):
-                    run.append((pending, pending.item))
-                    continue
-                if run:
-                    self._commit_updates(run)
-                    run = []
-                if isinstance(pending.item, _CallJob):
-                    try:
-                        pending.resolve(pending.item.fn())
-                    except Exception as exc:
-                        pending.fail(exc)
-            if run:
-                self._commit_updates(run)
+            self._commit_gated(gated)
+        except BaseException as exc:
+            for item_pending in gated:  # held-back items are not in this batch: fail them here
+                item_pending.fail(exc)
+            raise
         finally:
             self._rewrite_gate.release()
+
+    def _commit_gated(self, gated: list[Pending[_CommitItem, object]]) -> None:
+        """Updates (grouped when consecutive) and calls, in the order they came."""
+        run: list[tuple[Pending[_CommitItem, object], _UpdateJob]] = []
+        for pending in gated:
+            if isinstance(pending.item, _UpdateJob):
+                run.append((pending, pending.item))
+                continue
+            if run:
+                self._commit_updates(run)
+                run = []
+            if isinstance(pending.item, _CallJob):
+                try:
+                    pending.resolve(pending.item.fn())
+                except Exception as exc:
+                    pending.fail(exc)
+        if run:
+            self._commit_updates(run)
 
     def _commit_puts(self, prepared: list[_Prepared]) -> None:
         waiters = [w for p in prepared for w in p.waiters]
@@ -510,7 +528,11 @@ class PlaintextStore:
                 )
                 continue
             try:
-                new = self._successor(old, job.change(old))
+                changed = job.change(old)
+                if changed is old or changed == old:  # "nothing to change": no new version
+                    pending.resolve(old)
+                    continue
+                new = self._successor(old, changed)
             except Exception as exc:
                 pending.fail(exc)
                 continue
@@ -727,7 +749,7 @@ class PlaintextStore:
         rows = (
             self._table.search()
             .where(where)
-            .select(self._columns if with_embeddings else self._light_columns)
+            .select(["id", *(self._columns if with_embeddings else self._light_columns)])
             .order_by([ColumnOrdering(column_name="id", ascending=True)])
             .limit(page_size + 1)
             .to_arrow()
