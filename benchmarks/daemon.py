@@ -149,6 +149,8 @@ class Daemon:
         env = {
             **os.environ,
             "MEMOS_PLAINTEXT__INDEX_INTERVAL_S": str(index_interval_s),
+            # Rows written after an index build are folded into it by compaction.
+            "MEMOS_PLAINTEXT__COMPACT_INTERVAL_S": str(index_interval_s),
             "MEMOS_LOG_LEVEL": "WARNING",
         }
         self.proc = subprocess.Popen(
@@ -281,7 +283,7 @@ def run_size(
             progress(f"{n:,} cubes: text-only single puts, {clients} clients")
             text_rate, _ = concurrent_puts(daemon.addr, text_only, clients)
             progress(f"{n:,} cubes: waiting for the index job")
-            stats = wait_indexed(stub, timeout_s=600)
+            stats = wait_indexed(stub, timeout_s=240)
             qs = synth_texts(queries, seed=n + 1)
             stub.Search(pb.SearchRequest(query=qs[0], k=10))  # warm-up
             progress(f"{n:,} cubes: {queries} searches")
