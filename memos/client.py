@@ -395,13 +395,30 @@ class MemosClient:
 
     # ------------------------------------------------------------------ calls
 
-    def _call(self, method: str, request: Any) -> Any:
+    @property
+    def channel(self) -> grpc.Channel:
+        """The client's channel, for the other services' clients (adapters, KV, jobs)."""
+        return self._channel
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The call metadata (token, tenant) every request carries."""
+        return self._metadata
+
+    def call(self, stub: Any, method: str, request: Any, *, timeout: float | None = None) -> Any:
+        """One unary (or client-streaming) call on any of the daemon's services, with this
+        client's metadata and timeout, a failure raised as the matching memos error."""
         try:
-            return getattr(self._stub, method)(
-                request, metadata=self._metadata, timeout=self.timeout
+            return getattr(stub, method)(
+                request,
+                metadata=self._metadata,
+                timeout=timeout if timeout is not None else self.timeout,
             )
         except grpc.RpcError as exc:
             self._raise(exc)
+
+    def _call(self, method: str, request: Any) -> Any:
+        return self.call(self._stub, method, request)
 
     def _raise(self, exc: grpc.RpcError) -> NoReturn:
         raise self.error_from_rpc(exc) from exc
@@ -779,17 +796,10 @@ class JobsClient:
         from memos.v1 import scheduler_pb2_grpc as spb_grpc
 
         self._client = client
-        self._stub = spb_grpc.SchedulerServiceStub(client._channel)  # type: ignore[no-untyped-call]
+        self._stub = spb_grpc.SchedulerServiceStub(client.channel)  # type: ignore[no-untyped-call]
 
     def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
-        try:
-            return getattr(self._stub, method)(
-                request,
-                metadata=self._client._metadata,
-                timeout=timeout if timeout is not None else self._client.timeout,
-            )
-        except grpc.RpcError as exc:
-            raise self._client.error_from_rpc(exc) from exc
+        return self._client.call(self._stub, method, request, timeout=timeout)
 
     def list_jobs(self, history: int = 10) -> builtins.list[JobInfo]:
         from memos.v1 import scheduler_pb2 as spb

@@ -111,8 +111,8 @@ class ActivationClient:
     def __init__(self, client: MemosClient) -> None:
         self._client = client
         # The client's channel and metadata: one connection, one identity for every service.
-        channel = client._channel
-        self._metadata = client._metadata
+        channel = client.channel
+        self._metadata = client.metadata
         self._kv = pb_grpc.ActivationServiceStub(channel)  # type: ignore[no-untyped-call]
         self._scheduler = spb_grpc.SchedulerServiceStub(channel)  # type: ignore[no-untyped-call]
         self._daemon_limit: int | None = None

@@ -197,15 +197,10 @@ class AdapterClient:
 
     def __init__(self, client: MemosClient) -> None:
         self._client = client
-        self._stub = pb_grpc.AdapterServiceStub(client._channel)  # type: ignore[no-untyped-call]
+        self._stub = pb_grpc.AdapterServiceStub(client.channel)  # type: ignore[no-untyped-call]
 
     def _call(self, method: str, request: Any, *, timeout: float | None = None) -> Any:
-        try:
-            return getattr(self._stub, method)(
-                request, metadata=self._client._metadata, timeout=timeout or self._client.timeout
-            )
-        except grpc.RpcError as exc:
-            self._raise(exc)
+        return self._client.call(self._stub, method, request, timeout=timeout)
 
     def _raise(self, exc: grpc.RpcError) -> NoReturn:
         raise self._client.error_from_rpc(exc) from exc
@@ -367,7 +362,7 @@ class AdapterClient:
         )
         request = pb.TrainRequest(name=name, memory_ids=list(memory_ids), options=options)
         # No deadline: a run on a real model takes as long as it takes.
-        call = self._stub.Train(request, metadata=self._client._metadata)
+        call = self._stub.Train(request, metadata=self._client.metadata)
         return TrainStream(self._client, call)
 
     # ------------------------------------------------------------------- engine slots
