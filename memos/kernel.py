@@ -374,8 +374,7 @@ class MemoryOS:
         flt = flt or CubeFilter()
         self._check_filter(flt)
         if query_vector is not None and len(query_vector) > 0:
-            self._check_embedding(tuple(query_vector))
-            vector = np.asarray(query_vector, dtype=np.float32)
+            vector = np.asarray(query_vector, dtype=np.float32)  # the store checks it
         else:
             if not query.strip():
                 raise InvalidArgument("the query is empty: send a query text or a query embedding")
@@ -427,15 +426,9 @@ class MemoryOS:
     # ------------------------------------------------------------------ checks
 
     def _check_embedding(self, embedding: Sequence[float] | None) -> None:
-        if embedding is None:
-            return
-        if len(embedding) != self.embedder.dim:
-            raise InvalidArgument(
-                f"embedding has {len(embedding)} dimensions; this daemon's model "
-                f"{self.embedder.model_name} uses {self.embedder.dim}"
-            )
-        if not np.all(np.isfinite(np.asarray(embedding, dtype=np.float32))):
-            raise InvalidArgument("embedding contains NaN or infinite values")
+        # Checked here, before the write queues, so a bad batch fails as a whole at once.
+        if embedding is not None:
+            self.plaintext.check_vector(embedding, "embedding")
 
     def _check_filter(self, flt: CubeFilter) -> None:
         for ns in flt.namespaces:

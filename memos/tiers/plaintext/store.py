@@ -329,9 +329,10 @@ class PlaintextStore:
     def _check_new(self, cube: MemCube) -> None:
         embedding = cube.plaintext.embedding if cube.plaintext is not None else None
         if embedding is not None:
-            self._check_vector(embedding, "embedding")
+            self.check_vector(embedding, "embedding")
 
-    def _check_vector(self, vector: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
+    def check_vector(self, vector: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
+        """The vector as float32, or InvalidArgument: wrong dimension, NaN/inf, all zeros."""
         arr = np.asarray(vector, dtype=np.float32).reshape(-1)
         if arr.shape[0] != self._dim:
             raise InvalidArgument(
@@ -578,7 +579,7 @@ class PlaintextStore:
         old_embedding = old.plaintext.embedding if old.plaintext is not None else None
         text_changed = old.plaintext is None or new.plaintext.text != old.plaintext.text
         if embedding is not None and not (text_changed and embedding == old_embedding):
-            self._check_vector(embedding, "embedding")
+            self.check_vector(embedding, "embedding")
             return new
         if not text_changed and old_embedding is not None and old.plaintext is not None:
             # Same text: the old vector is still right, if the same model made it.
@@ -680,7 +681,7 @@ class PlaintextStore:
     ) -> list[tuple[MemCube, float]]:
         """The k latest, unexpired cubes nearest to the query that pass ``flt``, with their
         cosine similarity (higher is nearer), best first."""
-        query = self._check_vector(query_vector, "the query vector")
+        query = self.check_vector(query_vector, "the query vector")
         if k < 1:
             raise InvalidArgument(f"k must be at least 1, got {k}")
         # Search never returns an expired cube, whatever the filter says.
