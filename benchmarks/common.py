@@ -22,6 +22,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 
 
+def free_port() -> int:
+    """A TCP port on localhost that is free now (for a server the benchmark starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def machine() -> str:
     """A short description of this machine: CPU model, cores, memory."""
     model = platform.processor() or platform.machine()

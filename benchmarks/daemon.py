@@ -27,7 +27,15 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from benchmarks.common import Target, base_parser, emit_json, percentile, print_table, print_targets
+from benchmarks.common import (
+    Target,
+    base_parser,
+    emit_json,
+    free_port,
+    percentile,
+    print_table,
+    print_targets,
+)
 from memos.v1 import memcube_pb2 as pb
 from memos.v1 import memcube_pb2_grpc as pb_grpc
 
@@ -143,7 +151,7 @@ def cached_embeddings(texts: Sequence[str], cache: Path) -> np.ndarray:
 
 class Daemon:
     def __init__(self, data_dir: Path, index_interval_s: float) -> None:
-        from tests.fixtures.daemon import free_port, wait_serving
+        from tests.fixtures.daemon import wait_serving
 
         self.addr = f"127.0.0.1:{free_port()}"
         env = {

@@ -29,7 +29,6 @@ import importlib.util
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -45,7 +44,15 @@ import redis
 import torch
 from transformers.utils import logging as hf_logging
 
-from benchmarks.common import REPO_ROOT, Target, base_parser, emit_json, print_table, print_targets
+from benchmarks.common import (
+    REPO_ROOT,
+    Target,
+    base_parser,
+    emit_json,
+    free_port,
+    print_table,
+    print_targets,
+)
 from memos.engines.hf import HFEngine
 from memos.engines.tiny import BENCH_SPEC, build_tiny_llama
 from memos.tiers.activation.levels import DiskLevel, Level, RamLevel, RedisLevel
@@ -62,9 +69,7 @@ def private_redis(directory: Path) -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not installed (Debian package `redis-server`)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
          "--save", "", "--appendonly", "no", "--logfile", str(directory / "redis.log")],

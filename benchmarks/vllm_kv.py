@@ -59,6 +59,7 @@ from benchmarks.common import (
     Target,
     base_parser,
     emit_json,
+    free_port,
     machine,
     print_table,
     print_targets,
@@ -83,14 +84,6 @@ class ModelResult:
 
 
 # ------------------------------------------------------------------------------ daemon
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,17 +32,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.deploy import dockerfile as df
 from tests.deploy.invariants import READINESS_SERVICE
 from tests.deploy.paths import DOCKERFILE
+from tests.fixtures.daemon import free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 START_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _remap(value: str, mapping: dict[str, str]) -> str:
@@ -142,7 +136,7 @@ def container() -> Iterator[Container]:
     os.chmod(root, 0o555)
     os.chmod(auth, 0o555)
 
-    grpc_port, metrics_port = _free_port(), _free_port()
+    grpc_port, metrics_port = free_port(), free_port()
     mapping = {
         image_env["VIRTUAL_ENV"]: sys.prefix,
         volumes[0]: str(volume),
