@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -80,6 +80,18 @@ class Access:
     bit: int
     source: str  # "predictor" or "hint"
     hit: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """One read of a plaintext cube (or of the activation cube made from it)."""
+
+    tenant: str
+    cube_id: str
+    size: int  # tokens
+    expires_at: datetime | None
+    op: str  # "get", "search", "kv-lookup", ...
+    hint: Hint | None = None
 
 
 @dataclass(slots=True)
@@ -150,6 +162,8 @@ class TierManager:
         self._tenants: set[str] = set()
         self._log: deque[_Logged] = deque(maxlen=settings.log_size)
         self._seq = 0
+        #: Called after each local page request (outside the lock): the cluster's access log.
+        self.on_access: Callable[[PageRequest], None] | None = None
 
     # ------------------------------------------------------------------ requests
 
@@ -163,39 +177,53 @@ class TierManager:
         self, tenant: str, cubes: Iterable[MemCube], op: str, hint: Hint | None = None
     ) -> None:
         """One page request per cube read (an activation cube counts for its plaintext)."""
-        self._tenants.add(tenant)
+        for cube in cubes:
+            key = _key_of(cube)
+            if key is None:
+                continue
+            expires = cube.expires_at if cube.kind == Kind.PLAINTEXT else None
+            self.request_page(
+                PageRequest(key[0], key[1], self._tokens(cube), expires, op, hint),
+            )
+
+    def request_page(self, req: PageRequest, *, local: bool = True) -> None:
+        """One page request for a plaintext cube, from this replica or (``local=False``) another.
+
+        Local requests are handed to ``on_access`` (the cluster's shared access log publishes
+        them) after they count here; remote ones only count, so nothing echoes.
+        """
+        self._tenants.add(req.tenant)
         now = utcnow()
         cache = self.activated
+        key = (req.tenant, req.cube_id)
         with cache.lock:
-            for cube in cubes:
-                key = _key_of(cube)
-                if key is None:
-                    continue
-                page = self._pages.get(key)
-                if page is None:
-                    page = Page(
-                        tenant,
-                        key[1],
-                        self._tokens(cube),
-                        cube.expires_at,
-                        recent=deque(maxlen=self.settings.recent_per_cube),
-                    )
-                    self._pages[key] = page
-                page.count += 1
-                page.last = now
-                if cube.kind == Kind.PLAINTEXT:
-                    page.expires_at = cube.expires_at
-                if page.reason.startswith("unpromotable"):
-                    page.recent.append(Access(now, op, 1, "", False))
-                    continue
-                hint_bit = None if hint is None else hint.bit
+            page = self._pages.get(key)
+            if page is None:
+                page = Page(
+                    req.tenant,
+                    req.cube_id,
+                    req.size,
+                    req.expires_at,
+                    recent=deque(maxlen=self.settings.recent_per_cube),
+                )
+                self._pages[key] = page
+            page.count += 1
+            page.last = now
+            if req.expires_at is not None:
+                page.expires_at = req.expires_at
+            if page.reason.startswith("unpromotable"):
+                page.recent.append(Access(now, req.op, 1, "", False))
+            else:
+                hint_bit = None if req.hint is None else req.hint.bit
                 self._seq += 1
                 self._log.append(_Logged(self._seq, key, page.size, hint_bit))
-                bit, hit = self._request(cache, key, page.size, tenant, hint_bit)
+                bit, hit = self._request(cache, key, page.size, req.tenant, hint_bit)
                 page.bit = bit
-                page.source = "predictor" if hint is None else "hint"
-                page.recent.append(Access(now, op, bit, page.source, hit))
+                page.source = "predictor" if req.hint is None else "hint"
+                page.recent.append(Access(now, req.op, bit, page.source, hit))
             self._count_labels(cache)
+        if local and self.on_access is not None:
+            self.on_access(req)
 
     def _request(
         self, cache: _Cache, key: Key, size: int, tenant: str, hint: int | None
