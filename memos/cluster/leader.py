@@ -103,7 +103,7 @@ class Fence:
     token: int
     lease: LeaderLease
 
-    def call(self, command: str, key: str, *args: str | int | float | bytes) -> Any:
+    def call(self, command: str, key: str | bytes, *args: str | int | float | bytes) -> Any:
         """Run one write on ``key`` iff this term still holds the lease; else raise LostLease."""
         return self.lease.fenced(self.token, command, key, *args)
 
@@ -211,7 +211,9 @@ class LeaderLease:
         if token is not None:
             log.warning(f"cluster leader: lost ({why})", extra={"fence": token})
 
-    def fenced(self, token: int, command: str, key: str, *args: str | int | float | bytes) -> Any:
+    def fenced(
+        self, token: int, command: str, key: str | bytes, *args: str | int | float | bytes
+    ) -> Any:
         name = command.upper()
         if name not in FENCED_COMMANDS and name != "CHECK":
             raise ValueError(

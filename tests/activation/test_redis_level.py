@@ -80,21 +80,54 @@ def test_redis_evicts_chunks_within_budget_and_spares_other_keys(
     level.close()
 
 
-def test_lookup_of_n_keys_is_one_round_trip(redis_url: str) -> None:
-    level = RedisLevel(redis_url)
-    level.put_many(CHUNKS)
-    level.get_many(KEYS)  # the connection exists before counting
+def test_maxmemory_is_a_safety_net_above_the_budget_and_accesses_are_told(
+    fresh_redis_server: RedisServer,
+) -> None:
+    level = RedisLevel(
+        fresh_redis_server.url,
+        budget_bytes=1 << 20,
+        maxmemory_bytes=5 << 20,
+        configure_server=True,
+    )
+    told: list[tuple[str, list[tuple[bytes, int]]]] = []
+    level.on_access = lambda op, items: told.append((op, list(items)))
+    assert level.put_many(CHUNKS[:2]) == [True, True]
+    assert level.get_many([KEYS[0], KEYS[3]]) == [CHUNKS[0][1], None]
+    assert level.delete(KEYS[1]) and not level.delete(KEYS[3])
+    client = fresh_redis_server.client()
+    assert int(str(client.config_get("maxmemory")["maxmemory"])) == 5 << 20
+    assert level.stats().budget_bytes == 1 << 20, "the budget is the policy's, not maxmemory"
+    assert told == [
+        ("write", [(k, len(blob)) for k, blob in CHUNKS[:2]]),
+        ("hit", [(KEYS[0], len(CHUNKS[0][1]))]),
+        ("delete", [(KEYS[1], 0)]),
+    ]
+    level.count_policy_evictions(3)
+    assert level.stats().evictions == 3, "no maxmemory eviction yet, 3 by the policy"
+    level.close()
+
+
+def test_lookup_of_n_keys_is_one_round_trip(fresh_redis_server: RedisServer) -> None:
+    # A private server: the session-shared one may hold other tests' connections and traffic.
+    level = RedisLevel(fresh_redis_server.url)
     client = level._client
+    connections = int(client.info("clients")["connected_clients"])  # the level's one, too
+    level.put_many(CHUNKS)
+    level.get_many(KEYS)
 
-    def processed() -> int:
-        return int(client.info("stats")["total_commands_processed"])
+    def calls() -> dict[str, int]:
+        stats = client.info("commandstats")
+        return {
+            name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+            for name in ("exists", "mget")
+        }
 
-    first = processed()
-    info_cost = processed() - first
-    before = processed()
+    before = calls()
     level.contains_many(KEYS)
     level.get_many(KEYS)
-    # One pipeline of 4 EXISTS, then one MGET; and one connection only.
-    assert processed() - before - info_cost == 4 + 1
-    assert client.info("clients")["connected_clients"] == 1
+    after = calls()
+    # One pipeline of 4 EXISTS, then one MGET, over the level's one connection: no other
+    # connection was opened for them (the fixture's own may since have closed).
+    assert {name: after[name] - before[name] for name in after} == {"exists": 4, "mget": 1}
+    assert int(client.info("clients")["connected_clients"]) <= connections
     level.close()

@@ -53,6 +53,13 @@ def build_levels(settings: Settings) -> list[Level]:
                 settings.redis_url,
                 budget_bytes=act.redis_budget_bytes,
                 configure_server=act.redis_configure_server,
+                # The cluster leader's policy evicts within the budget; maxmemory, set above
+                # it, is the safety net (see levels/redis.py).
+                maxmemory_bytes=(
+                    int(act.redis_budget_bytes * (1 + act.redis_maxmemory_headroom))
+                    if act.redis_policy
+                    else act.redis_budget_bytes
+                ),
                 namespace=act.redis_key_prefix.encode(),
                 ttl_s=act.redis_ttl_s,
                 connect_timeout_s=act.redis_connect_timeout_s,

@@ -5,21 +5,25 @@ lookup asks Redis (one round trip for N keys: a pipeline of EXISTS, or one MGET 
 so a chunk written by daemon A is visible to daemon B at once, and a chunk Redis has evicted
 is a miss for everyone.
 
-Who evicts, and why Redis does. A daemon sees only its own requests. A per-daemon policy over
-the shared keys would evict chunks that another daemon is using heavily, and per-daemon budgets
-do not add up to one shared limit. Redis is the one party that sees every read and write from
-every daemon, so the budget is Redis's own ``maxmemory``, enforced with
-``maxmemory-policy volatile-lru``, and every chunk is written with a TTL (``SET ... PX``).
-``volatile-lru`` evicts only keys that carry a TTL, so anything else sharing the instance (cube
-metadata, streams, locks: written without a TTL) is never evicted to make room for KV. Redis's
-LRU is sampled (``maxmemory-samples``), which is fine for a cache. With ``configure_server``
-the level sets both settings when it first connects (tests, the embedded mode, a Redis
-dedicated to KV); a managed Redis that forbids ``CONFIG`` is set up by its operator, and the
-level reports what it finds (``maxmemory``, ``used_memory``, ``evicted_keys``) in its stats.
-The scheduler's policies run the per-daemon levels (RAM, disk). Driving this shared level by a
-scheduler policy too needs the cluster's access stream: each daemon appends its hits and writes
-to a Redis Stream and one leader-elected evictor replays it into the policy and deletes the
-victims; that is the planned step once the one-bit policies should see Redis traffic.
+Who evicts. A daemon sees only its own requests, so no daemon's policy alone may evict from
+this shared level: a per-daemon policy would evict chunks another daemon uses heavily, and
+per-daemon budgets do not add up to one shared limit. In cluster mode every daemon appends its
+Redis-level accesses (hits and writes, with sizes, and deletes) to the cluster's access log, a
+Redis Stream (``memos.cluster.accesses``); the cluster leader replays all of them into one
+scheduler policy (``activation.redis_policy``, robust-mark0 by default, bits from a learned
+predictor) over ``budget_bytes`` and deletes the policy's victims. A chunk deleted while another
+daemon reads it is a miss there (MGET answers nil), never an error.
+
+Redis's own ``maxmemory`` stays the safety net, for what the policy cannot see (key overhead,
+writes between two evictor runs, a cluster without a leader): every chunk is written with a TTL
+(``SET ... PX``) and, with ``configure_server``, the level sets ``maxmemory`` (to
+``maxmemory_bytes``: the daemon sets it above the policy's budget, so the policy evicts first)
+and ``maxmemory-policy volatile-lru``. ``volatile-lru`` evicts only keys that carry a TTL, so
+anything else sharing the instance (cube metadata, streams, locks: written without a TTL) is
+never evicted to make room for KV. A managed Redis that forbids ``CONFIG`` is set up by its
+operator, and the level reports what it finds (``maxmemory``, ``used_memory``, ``evicted_keys``)
+in its stats. Without the cluster's evictor (a daemon embedded in a process without the server,
+or ``activation.redis_policy = ""``) maxmemory is the only eviction.
 
 Failure. Any Redis error (refused connection, timeout, a server going away mid-reply) is a miss
 or a refused write, never an exception to the caller. After a failure the level stops trying
@@ -50,6 +54,10 @@ T = TypeVar("T")
 DEFAULT_NAMESPACE = b"memos:kv:"
 DEFAULT_TTL_S = 7 * 24 * 3600
 
+#: Told of every access this daemon makes to the level: ("hit" | "write" | "delete", keys
+#: with sizes in bytes). Called in the request's thread: it must only enqueue.
+AccessHook = Callable[[str, Sequence[tuple[bytes, int]]], None]
+
 
 class RedisLevel(Level):
     kind = "redis"
@@ -60,6 +68,7 @@ class RedisLevel(Level):
         *,
         budget_bytes: int | None = None,
         configure_server: bool = False,
+        maxmemory_bytes: int | None = None,
         namespace: bytes = DEFAULT_NAMESPACE,
         ttl_s: int = DEFAULT_TTL_S,
         connect_timeout_s: float = 0.5,
@@ -72,7 +81,8 @@ class RedisLevel(Level):
             raise ValueError("ttl_s must be positive: volatile-lru only evicts keys with a TTL")
         self.url = url
         self._budget = budget_bytes
-        self._configure = configure_server and budget_bytes is not None
+        self._maxmemory = maxmemory_bytes if maxmemory_bytes is not None else budget_bytes
+        self._configure = configure_server and self._maxmemory is not None
         self._namespace = namespace
         self._ttl_ms = ttl_s * 1000
         self._retry_after = retry_after_s
@@ -80,6 +90,9 @@ class RedisLevel(Level):
         self._configured = False
         self._last_info: dict[str, Any] = {}
         self._state_lock = threading.Lock()
+        #: The cluster's access log, when this daemon shares one.
+        self.on_access: AccessHook | None = None
+        self._policy_evictions = 0
         self._client = redis.Redis.from_url(
             url,
             socket_connect_timeout=connect_timeout_s,
@@ -89,6 +102,31 @@ class RedisLevel(Level):
 
     def _rkey(self, key: bytes) -> bytes:
         return self._namespace + key
+
+    @property
+    def namespace(self) -> bytes:
+        """The prefix of every chunk key this level writes in Redis."""
+        return self._namespace
+
+    def redis_key(self, key: bytes) -> bytes:
+        return self._rkey(key)
+
+    def level_key(self, redis_key: bytes) -> bytes | None:
+        """The level key under ``redis_key``, or None when it is not one of this level's."""
+        if not redis_key.startswith(self._namespace):
+            return None
+        return redis_key[len(self._namespace) :]
+
+    def count_policy_evictions(self, n: int) -> None:
+        """Chunks the cluster's evictor deleted from Redis while this daemon led."""
+        with self._state_lock:
+            self._policy_evictions += n
+        self.counters.add(evictions=n)
+
+    def _tell(self, op: str, items: Sequence[tuple[bytes, int]]) -> None:
+        hook = self.on_access
+        if hook is not None and items:
+            hook(op, items)
 
     def _call(self, op: Callable[[Any], T], default: T) -> tuple[T, bool]:
         """Run ``op(client)``; on any Redis failure return ``default`` and back off."""
@@ -111,7 +149,7 @@ class RedisLevel(Level):
     def _configure_server(self) -> None:
         if self._configure:
             try:
-                self._client.config_set("maxmemory", str(self._budget))
+                self._client.config_set("maxmemory", str(self._maxmemory))
                 self._client.config_set("maxmemory-policy", "volatile-lru")
             except redis.ResponseError as exc:
                 log.warning("redis level %s: cannot CONFIG SET (%s); using as is", self.name, exc)
@@ -126,9 +164,10 @@ class RedisLevel(Level):
             self.counters.add(misses=len(keys))
             return [None] * len(keys)
         out: list[bytes | None] = [v if isinstance(v, bytes) else None for v in values]
-        hits = sum(1 for v in out if v is not None)
-        read = sum(len(v) for v in out if v is not None)
-        self.counters.add(hits=hits, misses=len(keys) - hits, bytes_read=read)
+        found = [(key, len(v)) for key, v in zip(keys, out, strict=True) if v is not None]
+        read = sum(size for _, size in found)
+        self.counters.add(hits=len(found), misses=len(keys) - len(found), bytes_read=read)
+        self._tell("hit", found)
         return out
 
     def contains_many(self, keys: Sequence[bytes]) -> list[bool]:
@@ -167,14 +206,18 @@ class RedisLevel(Level):
             return [False] * len(items)
         # A full Redis with nothing evictable answers OOM to that one SET: a refused write.
         done = [reply is True for reply in replies]
-        written = sum(len(blob) for (_, blob), d in zip(items, done, strict=True) if d)
+        stored = [(key, len(blob)) for (key, blob), d in zip(items, done, strict=True) if d]
+        written = sum(size for _, size in stored)
         self.counters.add(
-            puts=sum(done), put_failures=len(items) - sum(done), bytes_written=written
+            puts=len(stored), put_failures=len(items) - len(stored), bytes_written=written
         )
+        self._tell("write", stored)
         return done
 
     def delete(self, key: bytes) -> bool:
         removed, _ = self._call(lambda c: c.delete(self._rkey(key)), 0)
+        if removed:
+            self._tell("delete", [(key, 0)])
         return bool(removed)
 
     def _server_memory(self) -> dict[str, Any]:
@@ -188,14 +231,21 @@ class RedisLevel(Level):
         if not info:
             return 0, 0, self._budget or 0, False
         items, _ = self._call(lambda c: int(c.dbsize()), 0)
-        budget = int(info.get("maxmemory", 0)) or (self._budget or 0)
+        # The budget the policy keeps to; the server's maxmemory where none was given.
+        budget = self._budget or int(info.get("maxmemory", 0))
         return items, int(info.get("used_memory", 0)), budget, True
 
     def stats(self) -> LevelStats:
-        """Counters are this daemon's; occupancy and evictions are the server's (all daemons)."""
+        """Counters are this daemon's; occupancy is the server's (all daemons). Evictions are
+        the server's maxmemory evictions (all daemons) plus the policy evictions this daemon
+        made as the cluster's leader."""
         base = super().stats()
         info = self._last_info
-        return replace(base, evictions=int(info["evicted_keys"])) if info else base
+        if not info:
+            return base
+        with self._state_lock:
+            own = self._policy_evictions
+        return replace(base, evictions=int(info["evicted_keys"]) + own)
 
     def close(self) -> None:
         self._client.close()
