@@ -127,6 +127,7 @@ class PageDecision(_Result):
     load: bool
     unload: tuple[str, ...]
     bit: int | None
+    applied: bool = False  # the daemon loaded it in its engine itself: nothing left to do
 
 
 class MergeInput(_Result):
@@ -381,7 +382,41 @@ class AdapterClient:
             load=response.load,
             unload=tuple(response.unload),
             bit=response.bit if response.HasField("bit") else None,
+            applied=response.applied,
         )
+
+    def download(
+        self,
+        *,
+        name: str = "",
+        version: int = 0,
+        adapter_id: str = "",
+        timeout: float | None = None,
+    ) -> tuple[AdapterInfo, dict[str, bytes]]:
+        """An adapter version and its two files' bytes, by name (and version) or by id.
+
+        The caller checks the files against ``AdapterInfo.digest`` before trusting them
+        (``memos.integrations.vllm.lora_resolver`` does).
+        """
+        request = pb.DownloadAdapterRequest(name=name, version=version, id=adapter_id)
+        call = self._stub.Download(
+            request,
+            metadata=self._client.metadata,
+            timeout=timeout if timeout is not None else self._client.timeout,
+        )
+        info: AdapterInfo | None = None
+        files: dict[str, bytearray] = {}
+        try:
+            for message in call:
+                if message.WhichOneof("part") == "adapter":
+                    info = adapter_from_proto(message.adapter)
+                else:
+                    files.setdefault(message.chunk.file, bytearray()).extend(message.chunk.data)
+        except grpc.RpcError as exc:
+            self._raise(exc)
+        if info is None:
+            raise InvalidArgument("the daemon's Download stream carried no adapter")
+        return info, {k: bytes(v) for k, v in files.items()}
 
 
 class TrainStream:

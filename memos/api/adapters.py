@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
@@ -17,7 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from memos.api.auth import Authenticator
 from memos.api.status import streaming, unary
 from memos.cube import to_proto
-from memos.errors import FailedPrecondition, InvalidArgument, Unavailable
+from memos.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from memos.kernel import MemoryOS, Principal
 from memos.v1 import adapter_pb2 as pb
 from memos.v1 import adapter_pb2_grpc as pb_grpc
@@ -51,6 +52,7 @@ _SPACES: dict[int, Space] = {
     pb.MERGE_SPACE_DENSE: "dense",
 }
 DEFAULT_DENSITY = 0.2
+DOWNLOAD_CHUNK_BYTES = 1 << 20
 
 
 def adapter_to_proto(record: AdapterRecord) -> pb.Adapter:
@@ -109,6 +111,7 @@ def _page(page: Page) -> pb.PageDecision:
         adapter=adapter_to_proto(page.record),
         load=page.load,
         unload=list(page.unload),
+        applied=page.applied,
     )
     if page.bit is not None:
         msg.bit = page.bit
@@ -273,3 +276,32 @@ class AdapterServicer(pb_grpc.AdapterServiceServicer):
         hint = request.hint if request.HasField("hint") else None
         page = adapters.request(who, request.name, request.version or None, hint)
         return _page(page)
+
+    @streaming
+    def Download(
+        self, request: pb.DownloadAdapterRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.DownloadAdapterResponse]:
+        from memos.tiers.parameter.names import ADAPTER_FILES
+
+        adapters, who = self._enter(context)
+        if request.id:
+            if request.name or request.version:
+                raise InvalidArgument("name an adapter by id, or by name and version: not both")
+            record = adapters.get_by_id(who, request.id)
+        else:
+            record = adapters.get(who, request.name, request.version or None)
+        # Open both files before the first message: a version deleted meanwhile fails here,
+        # not halfway through the stream.
+        folder = Path(record.path)
+        try:
+            files = [(name, (folder / name).open("rb")) for name in ADAPTER_FILES]
+        except FileNotFoundError:
+            raise NotFound(f"adapter {record.ref} was deleted while being read") from None
+        try:
+            yield pb.DownloadAdapterResponse(adapter=adapter_to_proto(record))
+            for name, f in files:
+                while block := f.read(DOWNLOAD_CHUNK_BYTES):
+                    yield pb.DownloadAdapterResponse(chunk=pb.FileChunk(file=name, data=block))
+        finally:
+            for _, f in files:
+                f.close()

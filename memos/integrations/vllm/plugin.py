@@ -5,6 +5,8 @@ before it builds the engine. It registers the KV connector's name with vLLM's
 ``KVConnectorFactory``, so ``--kv-transfer-config '{"kv_connector": "MemCubeKVConnector",
 ...}'`` works without ``kv_connector_module_path`` (the module path still works, and wins).
 Registration is lazy: the connector module is imported only when an engine uses it.
+It also registers memos's LoRA resolver, which vLLM consults for an unknown adapter name
+when the server runs with ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ def register_kv_connector() -> None:
 
 
 def register_lora_resolver() -> None:
-    # ---- LoRA resolver: owned by the parameter tier's vLLM issue --------------------------
-    # Register memos's LoRAResolver here (vllm.lora.resolver.LoRAResolverRegistry
-    # .register_resolver("memos", ...)); it resolves adapter names through the daemon's
-    # AdapterService. Until it lands, this plugin registers the KV connector only.
-    return
+    """Register memos's ``LoRAResolver`` (``memos.integrations.vllm.lora_resolver``): an
+    unknown adapter name is fetched from memosd. Off with MEMOS_VLLM_RESOLVER_ENABLED=0."""
+    from memos.integrations.vllm.lora_resolver import register_resolver
+
+    register_resolver()

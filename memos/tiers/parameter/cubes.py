@@ -93,6 +93,8 @@ class Page:
     load: bool
     unload: tuple[str, ...]
     bit: int | None
+    #: The daemon carried the decision out on its engine (``AdapterSlots.driver``).
+    applied: bool = False
 
     @property
     def key(self) -> str:
@@ -343,6 +345,8 @@ class AdapterCubes:
         """An inference call is about to use the caller's adapter ``name``: a page request."""
         who.require("read")
         record = self.tier.get(who.tenant, name, version)
+        if self.slots.driver is not None:
+            return self._serve(record, hint)
         decision: SlotDecision = self.slots.request(record.id, hint)
         with self._orphans_lock:
             orphans, self._orphans = tuple(self._orphans), []
@@ -352,6 +356,21 @@ class AdapterCubes:
             load=decision.load is not None,
             unload=(*orphans, *decision.unload),
             bit=decision.bit,
+        )
+
+    def _serve(self, record: AdapterRecord, hint: int | None) -> Page:
+        """The daemon drives the engine: the decision is carried out before the answer."""
+        with self._orphans_lock:
+            orphans, self._orphans = tuple(self._orphans), []
+        # A failed call keeps the orphans it did not unload in the slots' stale list.
+        decision = self.slots.serve(record, hint, unload_first=orphans)
+        return Page(
+            record=record,
+            hit=decision.hit,
+            load=decision.load is not None,
+            unload=decision.unload,
+            bit=decision.bit,
+            applied=True,
         )
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -6,6 +6,9 @@ give the fingerprint every adapter is tied to. Training also needs the weights: 
 loads its own copy of the model and releases it afterwards, so a daemon that only stores
 and validates adapters (beside a vLLM server that holds the model) never keeps one.
 Without a model path there is no parameter tier (AdapterService says how to set one).
+
+With ``parameter.engine = "vllm"`` the slots drive the vLLM server at
+``parameter.vllm_url``: AdapterService.Request loads and unloads adapters there itself.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from memos.config import Settings
 from memos.errors import FailedPrecondition
 from memos.tiers.parameter.cubes import AdapterCubes
 from memos.tiers.parameter.fingerprint import BaseModelSpec
-from memos.tiers.parameter.slots import AdapterSlots
+from memos.tiers.parameter.slots import AdapterSlots, SlotDriver
 from memos.tiers.parameter.store import AdapterStore
 from memos.tiers.parameter.tier import ParameterTier, TrainingModel
 from memos.tiers.parameter.validate import AdapterLimits
@@ -103,5 +106,24 @@ def open_adapters(kernel: MemoryOS) -> AdapterCubes | None:
     tier = build_tier(settings)
     if tier is None:
         return None
-    slots = AdapterSlots(settings.parameter.slots, settings.parameter.policy)
+    slots = AdapterSlots(
+        settings.parameter.slots, settings.parameter.policy, driver=slot_driver(settings)
+    )
     return AdapterCubes(kernel, tier, slots, settings.parameter)
+
+
+def slot_driver(settings: Settings) -> SlotDriver | None:
+    """The engine the daemon drives itself (``parameter.engine``), or None (the caller)."""
+    p = settings.parameter
+    if p.engine != "vllm":
+        return None
+    from memos.engines.vllm_lora import driver_from_settings
+
+    assert p.vllm_url is not None  # ParameterSettings checks it
+    return driver_from_settings(
+        p.vllm_url,
+        timeout_s=p.vllm_timeout_s,
+        api_key=p.vllm_api_key.get_secret_value() if p.vllm_api_key else None,
+        store_root=settings.adapters_dir,
+        vllm_root=p.vllm_adapters_dir,
+    )

@@ -53,7 +53,10 @@ class BaseModelSpec:
     @classmethod
     def from_model(cls, model: nn.Module, model_id: str) -> BaseModelSpec:
         """The spec of a loaded model (adapter layers already injected are seen through)."""
-        from peft.tuners.tuners_utils import BaseTunerLayer
+        try:
+            from peft.tuners.tuners_utils import BaseTunerLayer
+        except ImportError:  # without peft (a daemon beside vLLM) no adapter is injected
+            return cls(model_id=model_id, linear=_linear(model))
 
         linear: dict[str, tuple[int, int]] = {}
         inside_adapter: list[str] = []
@@ -77,3 +80,11 @@ class BaseModelSpec:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
         return cls.from_model(model, model_id)
+
+
+def _linear(model: nn.Module) -> dict[str, tuple[int, int]]:
+    return {
+        name: (m.in_features, m.out_features)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear)
+    }

@@ -10,16 +10,22 @@ session is done with the adapter": it may go before its next use). With a one-bi
 the bit the policy reads comes from the scheduler's online learned predictor, which sees
 the client's hint as a feature and never the future; without a predictor the hint is
 passed through as is. ``pin`` keeps an adapter loaded (e.g. while a batch is running on it).
+
+With a ``driver`` (a :class:`SlotDriver`: the peft engine's or a vLLM server's slots),
+``serve`` also carries the decision out, so the daemon itself keeps the engine in step with
+the policy. Decisions and their execution are serialised; a failed load is taken back from
+the policy, and an unload that failed is retried before the next decision is carried out.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from memos.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from memos.tiers.parameter.record import AdapterRecord
 from scheduler.policy import Policy
 from scheduler.predict.learned import BitPredictor, LearnedConfig
 from scheduler.registry import make_policy, policy_info
@@ -36,6 +42,22 @@ class SlotDecision:
     unload: tuple[str, ...] = ()
     #: The bit the policy was given (after the predictor), or None.
     bit: int | None = None
+
+
+class SlotDriver(Protocol):
+    """An engine's adapter slots, as the daemon drives them. Both calls are idempotent:
+    loading a key the engine serves, or unloading one it does not, does nothing."""
+
+    #: What the engine is: "peft", "vllm".
+    kind: str
+
+    def load(self, key: str, record: AdapterRecord) -> None:
+        """Serve adapter version ``record`` under the name ``key``."""
+        ...
+
+    def unload(self, key: str) -> None:
+        """Stop serving ``key`` and free its slot."""
+        ...
 
 
 @dataclass(slots=True)
@@ -64,6 +86,7 @@ class AdapterSlots:
         *,
         learned: bool = True,
         seed: int = 0,
+        driver: SlotDriver | None = None,
         **policy_kwargs: Any,
     ) -> None:
         if k < 1:
@@ -80,7 +103,13 @@ class AdapterSlots:
                 LearnedConfig(kind=info.bit_kind, k=k, key_feature=True, hint_mode="feature")
             )
         self.stats = SlotStats()
+        self.driver = driver
         self._lock = threading.Lock()
+        # Held while a decision is carried out on the driver: one engine change at a time.
+        self._serve_lock = threading.Lock()
+        # Keys the engine may still serve although the policy no longer holds them (an
+        # unload that failed): unloaded before the next decision is carried out.
+        self._stale: list[str] = []
 
     def request(self, adapter_id: str, bit: int | None = None) -> SlotDecision:
         """Account one request for ``adapter_id``; ``bit`` is the client's discard hint."""
@@ -102,6 +131,47 @@ class AdapterSlots:
             stats.loads += 1
             stats.unloads += len(evicted)
             return SlotDecision(False, adapter_id, evicted, b)
+
+    def serve(
+        self, record: AdapterRecord, bit: int | None = None, *, unload_first: Sequence[str] = ()
+    ) -> SlotDecision:
+        """``request`` the adapter version ``record`` (keyed by its id) and carry the
+        decision out on the driver: ``unload_first`` (keys of deleted adapters) and the
+        policy's victims are unloaded, then ``record`` is loaded.
+
+        The returned decision's ``unload`` lists every key unloaded. If the engine fails
+        (its error propagates), a load is taken back from the policy (the adapter is not
+        loaded), and the keys not unloaded are kept to be unloaded by the next call.
+        """
+        driver = self.driver
+        if driver is None:
+            raise FailedPrecondition(
+                'these adapter slots drive no engine (parameter.engine is "caller"): '
+                "the caller carries the decisions out"
+            )
+        key = record.id
+        with self._serve_lock:
+            decision = self.request(key, bit)
+            with self._lock:
+                stale, self._stale = self._stale, []
+            todo = list(dict.fromkeys((*stale, *unload_first, *decision.unload)))
+            todo = [k for k in todo if k != key]
+            for i, victim in enumerate(todo):
+                try:
+                    driver.unload(victim)
+                except Exception:
+                    with self._lock:
+                        self._stale.extend(todo[i:])
+                    if decision.load is not None:
+                        self.remove(key)
+                    raise
+            if decision.load is not None:
+                try:
+                    driver.load(key, record)
+                except Exception:
+                    self.remove(key)
+                    raise
+            return SlotDecision(decision.hit, decision.load, tuple(todo), decision.bit)
 
     def _bit(self, adapter_id: str, hint: int | None) -> int | None:
         kind = self.bit_kind

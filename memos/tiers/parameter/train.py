@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from peft import LoraConfig
-from peft.tuners.lora import LoraModel
 from torch import nn
 
 from memos.errors import InvalidArgument, MemosError
@@ -132,6 +130,11 @@ def train_lora(
     cancel: threading.Event | None = None,
 ) -> TrainResult:
     """Fine-tune a LoRA adapter of ``model`` on ``texts`` (the memories ``parents``)."""
+    # peft (the `hf` extra) loads with a run, not with the tier: a daemon that only stores
+    # adapters and drives a vLLM server runs without it.
+    from peft import LoraConfig
+    from peft.tuners.lora import LoraModel
+
     config = config or TrainConfig()
     config.check()
     if not texts or len(texts) != len(parents):
