@@ -29,6 +29,7 @@ from memos.cube import Kind, MemCube, from_proto, kind_to_proto
 from memos.errors import InvalidArgument, MemosError
 from memos.v1 import activation_pb2 as pb
 from memos.v1 import activation_pb2_grpc as pb_grpc
+from memos.v1 import memcube_pb2 as mpb
 from memos.v1 import scheduler_pb2 as spb
 from memos.v1 import scheduler_pb2_grpc as spb_grpc
 
@@ -122,9 +123,27 @@ class ActivationClient:
 
     # ------------------------------------------------------------------ chunks
 
-    def lookup(self, keys: Sequence[bytes], *, pin: bool = False, lease_ms: int = 0) -> Lookup:
-        """How many leading ``keys`` the daemon holds; ``pin`` pins them under a lease."""
-        request = pb.KvLookupRequest(keys=list(keys), pin=pin, lease_ms=lease_ms)
+    def lookup(
+        self,
+        keys: Sequence[bytes],
+        *,
+        pin: bool = False,
+        lease_ms: int = 0,
+        cube_ids: Sequence[str] = (),
+        hint: str | None = None,
+    ) -> Lookup:
+        """How many leading ``keys`` the daemon holds; ``pin`` pins them under a lease.
+
+        ``cube_ids`` (the memories the keyed prompt holds) count as reads of those cubes for
+        the tier manager, with ``hint`` ("reuse", "done" or None) as the client's bit.
+        """
+        request = pb.KvLookupRequest(
+            keys=list(keys),
+            pin=pin,
+            lease_ms=lease_ms,
+            cube_ids=list(cube_ids),
+            hint=_lookup_hint(hint) if cube_ids else mpb.HINT_UNSPECIFIED,
+        )
         try:
             r = self._kv.Lookup(request, metadata=self._metadata, timeout=self._client.timeout)
         except grpc.RpcError as exc:
@@ -228,6 +247,7 @@ class ActivationClient:
         *,
         to: Kind | str = Kind.ACTIVATION,
         engine: str = "",
+        engine_url: str = "",
         timeout: float | None = MIGRATE_TIMEOUT_S,
     ) -> Migrated:
         """Promote a plaintext cube to a stored KV cache (``to="activation"``) or demote it
@@ -238,7 +258,9 @@ class ActivationClient:
             raise InvalidArgument(
                 f"cannot migrate to {to!r}: use activation or plaintext"
             ) from None
-        request = spb.MigrateRequest(id=id, to=kind_to_proto(target), engine=engine)
+        request = spb.MigrateRequest(
+            id=id, to=kind_to_proto(target), engine=engine, engine_url=engine_url
+        )
         try:
             r = self._scheduler.Migrate(request, metadata=self._metadata, timeout=timeout)
         except grpc.RpcError as exc:
@@ -251,6 +273,13 @@ class ActivationClient:
             dropped_chunks=r.dropped_chunks,
             archived=tuple(from_proto(c) for c in r.archived),
         )
+
+
+def _lookup_hint(value: str | None) -> mpb.Hint:
+    hints = {None: mpb.HINT_UNSPECIFIED, "reuse": mpb.HINT_REUSE, "done": mpb.HINT_DONE}
+    if value not in hints:
+        raise InvalidArgument(f"hint must be 'reuse', 'done' or None, not {value!r}")
+    return hints[value]
 
 
 def _complete(key: bytes, parts: list[bytes], received: int, size: int) -> tuple[bytes, bytes]:

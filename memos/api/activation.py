@@ -15,10 +15,12 @@ from memos.api.auth import Authenticator
 from memos.api.status import streaming, unary
 from memos.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from memos.kernel import MemoryOS, Principal
+from memos.manager import Hint
 from memos.tiers.activation.keys import KEY_BYTES
-from memos.tiers.activation.tier import ActivationTier
+from memos.tiers.activation.tier import ActivationTier, count_kv_reads
 from memos.v1 import activation_pb2 as pb
 from memos.v1 import activation_pb2_grpc as pb_grpc
+from memos.v1 import memcube_pb2 as mpb
 
 #: Bytes of a message that are not chunk data (index, key, sizes, offset, field tags): far
 #: less than this, which keeps every piece under the limit with room to spare.
@@ -98,6 +100,19 @@ def reassemble(
     return chunks
 
 
+_HINTS: dict[int, Hint | None] = {
+    mpb.HINT_UNSPECIFIED: None,
+    mpb.HINT_REUSE: Hint.REUSE,
+    mpb.HINT_DONE: Hint.DONE,
+}
+
+
+def _hint(value: int) -> Hint | None:
+    if value not in _HINTS:
+        raise InvalidArgument(f"unknown hint value {value}: use REUSE or DONE, or leave it unset")
+    return _HINTS[value]
+
+
 class ActivationServicer(pb_grpc.ActivationServiceServicer):
     def __init__(
         self, kernel: Callable[[], MemoryOS], auth: Authenticator, *, max_message_bytes: int
@@ -122,6 +137,17 @@ class ActivationServicer(pb_grpc.ActivationServiceServicer):
         self, request: pb.KvLookupRequest, context: grpc.ServicerContext
     ) -> pb.KvLookupResponse:
         tier, who = self._enter(context)
+        if request.cube_ids:
+            # Before the lookup: a malformed id must not leave a lease behind.
+            kernel = self._kernel()
+            if kernel.manager is not None:
+                count_kv_reads(
+                    kernel.manager,
+                    kernel.plaintext,
+                    who,
+                    list(request.cube_ids),
+                    _hint(request.hint),
+                )
         result = tier.lookup(
             who,
             list(request.keys),

@@ -38,8 +38,20 @@ def migrate(
         ),
     ],
     engine: Annotated[
-        str, typer.Option("--engine", help="Who prefills: hf, the daemon's own model.")
+        str,
+        typer.Option(
+            "--engine",
+            help="Who prefills: hf, the daemon's own model; vllm, the vLLM server at "
+            "--engine-url (running MemCubeKVConnector against this daemon).",
+        ),
     ] = "hf",
+    engine_url: Annotated[
+        str,
+        typer.Option(
+            "--engine-url",
+            help="With --engine vllm: the vLLM OpenAI server's base URL, http://host:port.",
+        ),
+    ] = "",
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait: a CPU prefill takes a while.")
     ] = MIGRATE_TIMEOUT_S,
@@ -50,11 +62,12 @@ def migrate(
 ) -> None:
     """Move a memory between tiers (--json: the resulting cube and a `migration` summary).
 
-    To activation needs a daemon with a model (engine.model_path); twice is harmless.
+    To activation needs a daemon with a model (engine.model_path), or --engine vllm with
+    --engine-url; twice is harmless.
     """
     with connect(addr, token, tenant) as client:
         done = ActivationClient(client).migrate(
-            cube_id, to=to.value, engine=engine, timeout=timeout
+            cube_id, to=to.value, engine=engine, engine_url=engine_url, timeout=timeout
         )
     if json_output:
         doc = output.cube_json(done.cube)

@@ -182,7 +182,7 @@ def test_migrate_refusals(start_kv: StartKv, connect: Connect) -> None:
     with pytest.raises(NotFound):
         kv.migrate("01JDZ8Q3V2X7G4M5N6P7R8S9T0", to="activation")
     with pytest.raises(InvalidArgument, match="not available"):
-        kv.migrate(short.id, to="activation", engine="vllm")
+        kv.migrate(short.id, to="activation", engine="tgi")
     with pytest.raises(InvalidArgument):
         kv.migrate(short.id, to="parameter")
     _, reader = connect(handle, "reader")

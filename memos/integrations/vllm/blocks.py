@@ -46,6 +46,7 @@ class BlockCodec:
         self.device = self._caches[0].device
         self.dtype = self._caches[0].dtype
         self._staging: torch.Tensor | None = None
+        self._kv_views: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def _check(self, cache: torch.Tensor) -> None:
         lay = self.layout
@@ -90,6 +91,37 @@ class BlockCodec:
             out[:, layer, 0].copy_(k)
             out[:, layer, 1].copy_(v)
         return out.cpu()
+
+    @property
+    def direct(self) -> bool:
+        """Whether chunks are copied straight into the buffer, one by one (:meth:`write_one`),
+        rather than staged and written in one go (:meth:`write`).
+
+        Direct when the buffer is in host memory (there is no device transfer to batch) and
+        viewable as K and V halves without a copy.
+        """
+        if self.device.type != "cpu":
+            return False
+        if self._kv_views is None:
+            try:
+                # Every block's K and V, per layer, as views of the whole buffer: made once.
+                self._kv_views = [self._split(cache) for cache in self._caches]
+            except RuntimeError:  # a buffer that is not one contiguous tensor
+                self._kv_views = []
+        return bool(self._kv_views)
+
+    def write_one(self, block_id: int, kv: torch.Tensor) -> None:
+        """Copy one block ``kv`` ``[layers, 2, H, N, head]`` (host) into ``block_id``, when
+        :attr:`direct`.
+
+        One strided copy per layer and half, from the chunk's bytes into the buffer: a load
+        touches its bytes once after they arrive, while the next chunks are still arriving.
+        """
+        if not self.direct or self._kv_views is None:
+            raise RuntimeError("write_one needs a direct codec: stage and write() instead")
+        for layer, (k, v) in enumerate(self._kv_views):
+            k[block_id].copy_(kv[layer, 0])
+            v[block_id].copy_(kv[layer, 1])
 
     def staging(self, n: int) -> torch.Tensor:
         """A host buffer for ``n`` blocks in the chunk layout, to decode chunks into.

@@ -23,15 +23,19 @@ chunk costs a recompute: failed blocks are reported through
 be ``recompute``; with ``fail`` vLLM fails those requests instead).
 
 Per request, ``kv_transfer_params`` may carry ``memos.load`` / ``memos.save`` (bools),
-``memos.cube_ids`` (the cubes the prompt holds) and ``memos.hint`` (the one-bit reuse hint).
-A request that sets any ``memos.*`` key gets a report back in its output's
-``kv_transfer_params``: tokens loaded, blocks saved, and its block keys.
+``memos.cube_ids`` (the cubes the prompt holds) and ``memos.hint`` (the one-bit hint: true
+"will reuse soon", false "done with them"). Cube ids and hint ride on the request's Lookup,
+and the daemon counts them as one read of each cube for its tier manager (as a Get would);
+malformed ids are dropped here, so they never cost the load. A request that sets any
+``memos.*`` key gets a report back in its output's ``kv_transfer_params``: tokens loaded,
+blocks saved, and its block keys.
 
 This module imports vLLM; the rest of ``memos.integrations.vllm`` does not.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -48,6 +52,7 @@ from vllm.platforms import current_platform
 
 from memos.client import MemosClient
 from memos.client_activation import ActivationClient
+from memos.ids import ID_PATTERN
 from memos.integrations.vllm.blocks import BlockCodec
 from memos.integrations.vllm.layout import EngineLayout, UnsupportedLayout, layout_from_vllm
 from memos.integrations.vllm.lookups import Lookups
@@ -229,8 +234,12 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
         if loadable * self._block_size <= num_computed_tokens:
             return 0, False
         hashes = list(request.block_hashes[:loadable])
+        params = state.params
         hit = self._lookups.get(
-            request.request_id, [layout.keys_of(hashes) for layout in self._rank_layouts]
+            request.request_id,
+            [layout.keys_of(hashes) for layout in self._rank_layouts],
+            cube_ids=params.cube_ids,
+            hint=None if params.hint is None else ("reuse" if params.hint else "done"),
         )
         if hit is None:
             self.stats["lookup_retries"] += 1
@@ -353,6 +362,11 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
         state = self._reqs.get(request.request_id)
         if state is None:
             params = request_params(request.kv_transfer_params, self.settings)
+            valid = tuple(i for i in params.cube_ids if ID_PATTERN.match(i))
+            if len(valid) != len(params.cube_ids):
+                # The daemon refuses a Lookup naming a malformed id: drop them, never the load.
+                log.warning("memos connector: ignoring malformed ids in memos.cube_ids")
+                params = dataclasses.replace(params, cube_ids=valid)
             state = _RequestState(request=request, params=params)
             self._reqs[request.request_id] = state
         return state

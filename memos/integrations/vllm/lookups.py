@@ -68,15 +68,28 @@ class Lookups:
         self._answers: dict[str, Hit] = {}
         self.lookups = self.failures = self.timeouts = 0
 
-    def get(self, request_id: str, chains: Sequence[Sequence[bytes]]) -> Hit | None:
-        """The hit for ``request_id`` (one key chain per rank), or None while pending."""
+    def get(
+        self,
+        request_id: str,
+        chains: Sequence[Sequence[bytes]],
+        *,
+        cube_ids: Sequence[str] = (),
+        hint: str | None = None,
+    ) -> Hit | None:
+        """The hit for ``request_id`` (one key chain per rank), or None while pending.
+
+        ``cube_ids`` and ``hint`` ride on the first rank's Lookup only: the daemon counts them
+        as one read of those cubes per request.
+        """
         answer = self._answers.get(request_id)
         if answer is not None:
             return answer
         pending = self._pending.get(request_id)
         if pending is None:
             self.lookups += 1
-            future = self._pool.submit(self._lookup, [list(c) for c in chains])
+            future = self._pool.submit(
+                self._lookup, [list(c) for c in chains], tuple(cube_ids), hint
+            )
             pending = _Pending(future, time.monotonic() + self._timeout_s)
             self._pending[request_id] = pending
             if self._inline_s > 0:
@@ -107,13 +120,22 @@ class Lookups:
         self._answers[request_id] = hit
         return hit
 
-    def _lookup(self, chains: list[list[bytes]]) -> Hit:
+    def _lookup(
+        self, chains: list[list[bytes]], cube_ids: tuple[str, ...], hint: str | None
+    ) -> Hit:
         client = self._client()
         leases: list[str] = []
         blocks: int | None = None
         try:
-            for keys in chains:
-                found = client.lookup(keys, pin=True, lease_ms=self._lease_ms)
+            for rank, keys in enumerate(chains):
+                first = rank == 0
+                found = client.lookup(
+                    keys,
+                    pin=True,
+                    lease_ms=self._lease_ms,
+                    cube_ids=cube_ids if first else (),
+                    hint=hint if first else None,
+                )
                 leases.append(found.lease_id)
                 blocks = found.pinned if blocks is None else min(blocks, found.pinned)
         except BaseException:

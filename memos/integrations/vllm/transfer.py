@@ -14,14 +14,15 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from memos.client_activation import ActivationClient
 from memos.integrations.vllm.blocks import BlockCodec
-from memos.tiers.activation.chunk import decode, encode
+from memos.tiers.activation.chunk import decode, encode, torch_dtype
 from memos.tiers.activation.keys import ModelLayout
 
 log = logging.getLogger(__name__)
@@ -44,20 +45,36 @@ def load_blocks(
 ) -> LoadResult:
     """Fetch ``keys`` and copy chunk ``i`` into block ``block_ids[i]``.
 
-    Stops at the first missing, corrupt or late chunk; every block from there on is failed.
+    A thread receives the stream while this one validates and copies what has arrived, so
+    the transfer and the copies overlap. With a host buffer each chunk is copied straight
+    from the received bytes into its block (one copy, no staging); on a device, chunks are
+    staged in (pinned) host memory and copied over in one go. Stops at the first missing,
+    corrupt or late chunk; every block from there on is failed.
     """
-    blocks = codec.staging(len(keys))
+    direct = codec.direct
+    staged = None if direct else codec.staging(len(keys))
+    dtype = torch_dtype(codec.model_layout.dtype)
+    stream = _Prefetch(client.iter_fetch(keys, lease_id=lease_id))
     loaded = 0
     try:
-        for key, blob in client.iter_fetch(keys, lease_id=lease_id):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the fetch ran past load_timeout_s")
-            chunk = decode(blob, key)
-            header = chunk.header
-            if not header.matches(codec.model_layout) or header.tokens != header.chunk_tokens:
-                raise ValueError("a chunk of another layout")
-            chunk.copy_into(blocks[loaded])
-            loaded += 1
+        with warnings.catch_warnings():
+            # The chunk's bytes are read-only and only ever read: torch need not warn.
+            warnings.simplefilter("ignore", UserWarning)
+            while loaded < len(keys):
+                item = stream.next(deadline)
+                if item is None:
+                    raise LookupError(f"the daemon holds {loaded} of the blocks")
+                key, blob = item
+                chunk = decode(blob, key)
+                header = chunk.header
+                if not header.matches(codec.model_layout) or header.tokens != header.chunk_tokens:
+                    raise ValueError("a chunk of another layout")
+                if staged is None:
+                    kv = torch.frombuffer(chunk.payload, dtype=dtype).view(header.shape)
+                    codec.write_one(block_ids[loaded], kv)
+                else:
+                    chunk.copy_into(staged[loaded])
+                loaded += 1
     except Exception as exc:  # every failure becomes a recompute
         log.warning(
             "memos connector: load stopped after %d of %d blocks (%s): recomputing the rest",
@@ -65,9 +82,55 @@ def load_blocks(
             len(keys),
             str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
         )
-    if loaded:
-        codec.write(block_ids[:loaded], blocks[:loaded])
+    finally:
+        stream.close()
+    if loaded and staged is not None:
+        codec.write(block_ids[:loaded], staged[:loaded])
     return LoadResult(loaded, tuple(block_ids[loaded:]))
+
+
+class _Prefetch:
+    """Drains an iterator in a thread, so that receiving overlaps with consuming."""
+
+    def __init__(self, source: Iterator[tuple[bytes, bytes]]) -> None:
+        self._queue: queue.SimpleQueue[tuple[bytes, bytes] | BaseException | None] = (
+            queue.SimpleQueue()
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(source,), name="memos-kv-fetch", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, source: Iterator[tuple[bytes, bytes]]) -> None:
+        try:
+            for item in source:
+                if self._stop.is_set():
+                    break
+                self._queue.put(item)
+            self._queue.put(None)
+        except BaseException as exc:  # handed to the consumer, which reports it
+            self._queue.put(exc)
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()  # ends the stream early (the daemon releases the lease)
+
+    def next(self, deadline: float) -> tuple[bytes, bytes] | None:
+        """The next item; None at the end; the source's error; TimeoutError past ``deadline``."""
+        left = deadline - time.monotonic()
+        try:
+            if left <= 0:  # late even when the item is already here: the contract is time
+                raise queue.Empty
+            item = self._queue.get(timeout=left)
+        except queue.Empty:
+            raise TimeoutError("the fetch ran past load_timeout_s") from None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
 
 
 @dataclass(frozen=True, slots=True)

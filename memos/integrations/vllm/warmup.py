@@ -23,7 +23,11 @@ from memos.integrations.vllm.settings import PARAM_PREFIX
 
 
 class WarmupError(RuntimeError):
-    """The server could not be reached, refused the request, or runs without the connector."""
+    """The server refused the request, or runs without the connector."""
+
+
+class EngineUnreachable(WarmupError):
+    """Nothing answered at the URL (refused, timed out, not HTTP)."""
 
 
 class Warmed(BaseModel):
@@ -54,6 +58,39 @@ class _Report(BaseModel):
     block_hashes: list[str] = Field(alias=PARAM_PREFIX + "block_hashes")
 
 
+def served_model(url: str, *, api_key: str | None = None, timeout_s: float = 30.0) -> str:
+    """The base model the server at ``url`` serves (its first ``/v1/models`` entry that is not
+    a LoRA adapter)."""
+    request = urllib.request.Request(url.rstrip("/") + "/v1/models", headers=_headers(api_key))
+    doc = _call(url, request, timeout_s)
+    models = doc.get("data") if isinstance(doc, dict) else None
+    for entry in models if isinstance(models, list) else ():
+        # vLLM lists an adapter with ``parent`` naming its base model.
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str) and not entry.get("parent"):
+            return str(entry["id"])
+    raise WarmupError(f"vLLM at {url} lists no base model in /v1/models")
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+def _call(url: str, request: urllib.request.Request, timeout_s: float) -> Any:
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:500]
+        raise WarmupError(f"vLLM at {url} answered {exc.code}: {detail}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise EngineUnreachable(f"cannot reach vLLM at {url}: {exc}") from None
+    except ValueError as exc:  # not JSON: something else listens there
+        raise WarmupError(f"{url} did not answer as a vLLM server: {exc}") from None
+
+
 def warm(
     url: str,
     model: str,
@@ -81,23 +118,15 @@ def warm(
     }
     if cache_salt:
         body["cache_salt"] = cache_salt
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
     request = urllib.request.Request(
         url.rstrip("/") + "/v1/completions",
         data=json.dumps(body).encode(),
-        headers=headers,
+        headers=_headers(api_key),
         method="POST",
     )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            doc = json.load(response)
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")[:500]
-        raise WarmupError(f"vLLM at {url} answered {exc.code}: {detail}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        raise WarmupError(f"cannot reach vLLM at {url}: {exc}") from None
+    doc = _call(url, request, timeout_s)
+    if not isinstance(doc, dict):
+        raise WarmupError(f"{url} did not answer as a vLLM server")
     transfer = doc.get("kv_transfer_params") or {}
     if PARAM_PREFIX + "fingerprint" not in transfer:
         raise WarmupError(

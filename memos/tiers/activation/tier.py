@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from memos.config import ActivationSettings
+from memos.cube import State, check_id
 from memos.errors import FailedPrecondition, InvalidArgument
 from memos.tiers.activation.chunk import Chunk, decode
 from memos.tiers.activation.errors import CorruptChunk
@@ -30,11 +31,15 @@ from memos.tiers.activation.tenancy import tenant_cache_salt, tenant_namespace
 
 if TYPE_CHECKING:
     from memos.engines.hf import HFEngine
+    from memos.manager import Hint, TierManager
+    from memos.tiers.plaintext.store import PlaintextStore
 
 Scope = Literal["read", "write", "admin"]
 
 #: Keys fetched from the levels per round: bounds a Fetch stream's memory, not its length.
 FETCH_BATCH = 8
+#: Cube ids one Lookup may name (a prompt's memories, not a listing).
+MAX_LOOKUP_CUBES = 256
 
 
 class Caller(Protocol):
@@ -260,6 +265,36 @@ class ActivationTier:
     def close(self) -> None:
         self.leases.close()
         self.store.close()
+
+
+def count_kv_reads(
+    manager: TierManager,
+    plaintext: PlaintextStore,
+    caller: Caller,
+    cube_ids: Sequence[str],
+    hint: Hint | None,
+) -> int:
+    """Count an engine's Lookup for a prompt holding ``cube_ids`` as one page request
+    ("kv-lookup") per cube, with the client's ``hint``; returns the cubes counted.
+
+    Ids must be well formed (INVALID_ARGUMENT); cubes the tenant does not have, or no longer
+    has active, are skipped: the lookup itself is about keys, and must not fail for them.
+    """
+    caller.require("read")
+    if len(cube_ids) > MAX_LOOKUP_CUBES:
+        raise InvalidArgument(
+            f"a Lookup names {len(cube_ids)} cubes, over the limit of {MAX_LOOKUP_CUBES}: "
+            "name the memories the prompt holds"
+        )
+    for cube_id in cube_ids:
+        check_id(cube_id)
+    cubes = []
+    for cube_id in dict.fromkeys(cube_ids):  # a cube named twice is read once
+        cube = plaintext.get(caller.tenant, cube_id)
+        if cube is not None and cube.state == State.ACTIVE and not cube.is_expired():
+            cubes.append(cube)
+    manager.record(caller.tenant, cubes, "kv-lookup", hint)
+    return len(cubes)
 
 
 def _check_keys(keys: Sequence[bytes]) -> None:

@@ -1,0 +1,72 @@
+"""The vLLM connector's load path (``memos.integrations.vllm.transfer.load_blocks``) against a
+real daemon, on CPU tensors laid out as vLLM's CPU attention keeps its paged KV buffer; no
+vLLM needed. End to end through vLLM: tests/vllm/test_connector.py."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from memos.integrations.vllm.blocks import BlockCodec
+from memos.integrations.vllm.layout import EngineLayout
+from memos.integrations.vllm.transfer import load_blocks
+from memos.tiers.activation.chunk import encode
+from tests.activation_api.conftest import StartKv
+from tests.activation_api.test_migrate import Connect
+
+LAYERS, HEADS, TOKENS, HEAD = 3, 2, 16, 8
+BUFFER_BLOCKS = 40
+
+
+def _codec(device: str) -> BlockCodec:
+    layout = EngineLayout("tiny", "float32", TOKENS, LAYERS, HEADS, HEAD, 0, 1, "0.32", device)
+    caches = {
+        f"layer.{i}": torch.zeros(BUFFER_BLOCKS, HEADS, TOKENS, 2 * HEAD) for i in range(LAYERS)
+    }
+    return BlockCodec(caches, list(caches), layout)
+
+
+def test_loaded_blocks_hold_the_stored_kv_and_a_gap_fails_the_rest(
+    start_kv: StartKv, connect: Connect
+) -> None:
+    handle = start_kv(model=False)
+    _, kv = connect(handle, "acme")
+    generator = torch.Generator().manual_seed(3)
+    for device in ("cpu-vec", "cpu-amx"):  # K transposed in a block, and not
+        codec = _codec(device)
+        assert codec.direct
+        layout = codec.layout
+        keys = [layout.fingerprint + bytes([i, len(device)]) * 16 for i in range(12)]
+        blocks = torch.randn(len(keys), LAYERS, 2, HEADS, TOKENS, HEAD, generator=generator)
+        kv.store([(k, encode(k, codec.model_layout, b)) for k, b in zip(keys, blocks, strict=True)])
+        block_ids = [37, 2, 19, 20, 21, 5, 0, 33, 8, 9, 11, 30]  # scattered, as vLLM allocates
+        found = kv.lookup(keys, pin=True)
+        result = load_blocks(
+            kv, codec, keys, block_ids, lease_id=found.lease_id, deadline=time.monotonic() + 30
+        )
+        assert (result.loaded, result.failed) == (len(keys), ())
+        assert torch.equal(codec.read(block_ids), blocks)
+        # The staged path (a device buffer's) writes the same bytes.
+        staged = _codec(device)
+        staged.write(block_ids, blocks)
+        everything = list(range(BUFFER_BLOCKS))
+        assert torch.equal(codec.read(everything), staged.read(everything))
+        assert kv.stats().leases == 0, "the Fetch released the lease"
+
+        # A chain the daemon holds only in part: the blocks after the gap are failed (and
+        # recomputed by vLLM), the ones before it loaded; nothing else is written.
+        fresh = _codec(device)
+        missing = layout.fingerprint + b"\xee" * 32
+        chain = [*keys[:4], missing, *keys[5:]]
+        result = load_blocks(
+            kv, fresh, chain, block_ids, lease_id="", deadline=time.monotonic() + 30
+        )
+        assert (result.loaded, result.failed) == (4, tuple(block_ids[4:]))
+        assert torch.equal(fresh.read(block_ids[:4]), blocks[:4])
+        assert not any(fresh.read(block_ids[4:]).flatten().tolist())
+
+        # Past the deadline, nothing is loaded.
+        late = _codec(device)
+        result = load_blocks(kv, late, keys, block_ids, lease_id="", deadline=time.monotonic() - 1)
+        assert result.loaded == 0 and result.failed == tuple(block_ids)
