@@ -689,6 +689,25 @@ class MemosClient:
         stream.wait_subscribed()
         return stream
 
+    def reindex(
+        self, namespaces: Iterable[str] = (), *, everything: bool = False
+    ) -> Iterator[tuple[int, int]]:
+        """Re-embed the tenant's cubes whose vector is stale after an embedding model or
+        template change (every version with ``everything``): yields (done, total) as the
+        daemon commits each batch, (0, total) first. Needs an admin token."""
+        # No deadline: a large tenant takes as long as its embedding takes.
+        call = self._stub.Reindex(
+            pb.ReindexRequest(namespaces=list(namespaces), all=everything),
+            metadata=self._metadata,
+        )
+        try:
+            for progress in call:
+                yield int(progress.done), int(progress.total)
+        except grpc.RpcError as exc:
+            self._raise(exc)
+        finally:
+            call.cancel()
+
     def health(self, service: str = "") -> str:
         """The grpc.health.v1 status: "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"..."""
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import string
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -89,7 +90,11 @@ class EmbedSettings(BaseModel):
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = Field(64, ge=1)
     device: str = "cpu"
-    threads: int = Field(0, ge=0)  # intra-op threads for batches; 0: torch's default
+    # Bulk model copies that embed parts of a batch side by side (90 MB each); 0: one per
+    # core, at most 4. Several single-threaded copies beat one copy on several OpenMP threads
+    # on a busy machine (memos/embed.py).
+    lanes: int = Field(0, ge=0)
+    threads: int = Field(0, ge=0)  # intra-op threads per bulk lane; 0: the cores / lanes
     # Intra-op threads for a single query. One: on a busy machine, a query split over two
     # threads waits at every op for the one that lost its core (p99 x30 measured on 2 cores).
     query_threads: int = Field(1, ge=0)
@@ -113,7 +118,48 @@ class PlaintextSettings(BaseModel):
     version_retention_s: float = Field(3600.0, ge=0)
     index_interval_s: float = Field(60.0, gt=0)
     compact_interval_s: float = Field(600.0, gt=0)
+    # The index and compaction jobs hold off while puts and updates keep coming (a build or a
+    # file rewrite competes with them for the cores and LanceDB's workers) until the writes
+    # pause for maintenance_idle_s, but never for more than maintenance_max_defer_s in a row.
+    maintenance_idle_s: float = Field(2.0, ge=0)
+    maintenance_max_defer_s: float = Field(300.0, ge=0)
     tombstone_retention_s: float = Field(7 * 24 * 3600.0, ge=0)
+    # Search mode of a request that names none.
+    search_mode: Literal["dense", "lexical", "hybrid"] = "hybrid"
+    # How hybrid search fuses the dense and lexical lists: "rrf", reciprocal rank fusion,
+    # 1 / (rrf_k + rank) with k = 60 as in Cormack et al. (2009); or "convex", the sum of
+    # min-max normalised scores with equal weights (Bruch et al. 2023).
+    fusion: Literal["rrf", "convex"] = "rrf"
+    rrf_k: int = Field(60, ge=1)
+    # Candidates each ranker hands to the fusion (and to the weighting below), at least k.
+    fusion_depth: int = Field(50, ge=1)
+    # Optional re-weighting of the candidates, off (0) by default: a score is multiplied by
+    # (1 - recency_weight) + recency_weight * 0.5 ** (age / recency_half_life_s), and by
+    # 1 + importance_weight * priority / 100 (priority clamped to -100..100).
+    recency_weight: float = Field(0.0, ge=0, le=1)
+    recency_half_life_s: float = Field(30 * 24 * 3600.0, gt=0)
+    importance_weight: float = Field(0.0, ge=0)
+    # What is embedded and lexically indexed for a cube, per namespace ("*": every other
+    # namespace): a template over {text}, {namespace} and the cube's metadata keys, e.g.
+    # "{speaker}: {text}". A cube lacking a key its template names is indexed by its text.
+    embed_templates: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("embed_templates")
+    @classmethod
+    def _templates(cls, value: dict[str, str]) -> dict[str, str]:
+        for namespace, template in value.items():
+            try:
+                fields = [
+                    f for _, f, spec, conv in string.Formatter().parse(template) if f is not None
+                ]
+            except ValueError as exc:
+                raise ValueError(f"embed template of {namespace!r}: {exc}") from None
+            if "text" not in fields or any(not f.isidentifier() for f in fields):
+                raise ValueError(
+                    f"embed template of {namespace!r} is {template!r}: it must name {{text}} "
+                    "and only plain {key} fields (metadata keys, namespace)"
+                )
+        return value
 
 
 class EngineSettings(BaseModel):
@@ -146,6 +192,25 @@ class ParameterSettings(BaseModel):
     # loaded for the run and released after it.
     max_train_memories: int = Field(10_000, ge=1)
     max_train_steps: int = Field(100_000, ge=1)
+    # Who carries out the slot decisions of AdapterService.Request. "caller": the caller
+    # (an embedded peft engine, or a router). "vllm": the daemon itself, in the vLLM OpenAI
+    # server at `vllm_url` (started with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and
+    # --enable-lora --max-cpu-loras = `slots`) through its runtime load/unload endpoints.
+    engine: Literal["caller", "vllm"] = "caller"
+    vllm_url: str | None = None  # e.g. "http://127.0.0.1:8000"
+    vllm_api_key: SecretStr | None = None  # the server's --api-key, if it has one
+    vllm_timeout_s: float = Field(60.0, gt=0)
+    # Where vLLM sees this daemon's adapter directory (`dir`), when it mounts it elsewhere.
+    vllm_adapters_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _vllm_needs_url(self) -> ParameterSettings:
+        if self.engine == "vllm" and not self.vllm_url:
+            raise ValueError(
+                'parameter.engine = "vllm" needs parameter.vllm_url (the OpenAI server, '
+                'e.g. "http://127.0.0.1:8000")'
+            )
+        return self
 
 
 class ActivationSettings(BaseModel):
@@ -163,6 +228,16 @@ class ActivationSettings(BaseModel):
     # `redis_configure_server` the daemon sets maxmemory and the policy itself.
     redis_ttl_s: int = Field(7 * 24 * 3600, ge=1)
     redis_configure_server: bool = False
+    # In cluster mode the leader replays every replica's Redis-level accesses (the shared
+    # access log) into this scheduler policy over `redis_budget_bytes` and deletes its
+    # victims; "" leaves eviction to Redis's maxmemory alone.
+    redis_policy: str = "robust-mark0"
+    # The learned predictor's time scale: about how many chunks the Redis budget holds.
+    redis_policy_items: int = Field(4096, ge=1)
+    redis_evict_interval_s: float = Field(2.0, gt=0)
+    # With the policy on, `redis_configure_server` sets maxmemory this much above the budget:
+    # a safety net for keys and overhead the policy does not count, so the policy evicts first.
+    redis_maxmemory_headroom: float = Field(0.25, ge=0)
     redis_key_prefix: str = "memos:kv:"
     redis_retry_after_s: float = Field(1.0, ge=0)
     redis_connect_timeout_s: float = Field(0.5, gt=0)
@@ -197,6 +272,13 @@ class ClusterSettings(BaseModel):
     runs_maxlen: int = Field(10_000, ge=100)
     # Local events buffered while Redis is slow or away; beyond it they are dropped (counted).
     outbox_size: int = Field(10_000, ge=1)
+    # The shared access log: entries kept in each of its two streams (page requests, Redis
+    # chunk accesses). The chunk stream's window is what a new leader's Redis evictor
+    # rebuilds its policy from.
+    accesses_maxlen: int = Field(200_000, ge=100)
+    # Accesses buffered for publishing; while Redis is away or slower than the traffic,
+    # the rest are dropped (counted in memos_cluster_accesses_total{outcome="dropped"}).
+    accesses_outbox_size: int = Field(50_000, ge=1)
     read_block_ms: int = Field(1000, ge=10)
     retry_s: float = Field(1.0, gt=0)
     connect_timeout_s: float = Field(1.0, gt=0)
@@ -243,6 +325,12 @@ class JobsSettings(BaseModel):
     # Tokens one promote/demote run may prefill (CPU prefill is slow: keep runs short).
     prefill_budget_tokens: int = Field(8192, ge=1)
     retrain_interval_s: float = Field(300.0, gt=0)
+    # Sets of cubes one Search returned together: built into one activation cube (their
+    # texts in canonical prompt order) once seen this often, by the fuse-coretrieved job.
+    coretrieval_interval_s: float = Field(120.0, gt=0)
+    coretrieval_min_count: int = Field(5, ge=2)
+    coretrieval_max_set: int = Field(4, ge=2)  # larger top-k sets are not tracked
+    coretrieval_max_tracked: int = Field(10_000, ge=16)
 
 
 class Settings(BaseSettings):
@@ -331,6 +419,13 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
 
     return _FromFile(**clean)
+
+
+def vllm_resolver_env() -> dict[str, str]:
+    """The ``MEMOS_VLLM_RESOLVER_*`` variables, by lowercased suffix: the settings of the
+    LoRA resolver plugin inside a vLLM process (memos.integrations.vllm.lora_resolver)."""
+    prefix = "MEMOS_VLLM_RESOLVER_"
+    return {k[len(prefix) :].lower(): v for k, v in os.environ.items() if k.startswith(prefix)}
 
 
 def client_env(name: str) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
@@ -36,6 +36,7 @@ from memos.embed import Embedder, load_embedder
 from memos.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from memos.events import ChangeEvent, ChangeType, EventHub, Subscription
 from memos.ids import new_id
+from memos.tiers.plaintext.ranking import SEARCH_MODES, SearchMode
 from memos.tiers.plaintext.store import CubeFilter, PlaintextStats, PlaintextStore
 
 if TYPE_CHECKING:  # the tiers load torch: imported when opened, not with the kernel
@@ -47,7 +48,6 @@ if TYPE_CHECKING:  # the tiers load torch: imported when opened, not with the ke
 log = logging.getLogger(__name__)
 
 Scope = Literal["read", "write", "admin"]
-SearchMode = Literal["dense", "lexical", "hybrid"]
 DEFAULT_K = 10
 
 
@@ -118,12 +118,18 @@ class MemoryOS:
     _close_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def migrate(
-        self, principal: Principal, cube_id: str, to: Kind, *, engine: str = ""
+        self,
+        principal: Principal,
+        cube_id: str,
+        to: Kind,
+        *,
+        engine: str = "",
+        engine_url: str = "",
     ) -> Migration:
         """Promote a plaintext cube to activation (prefilled KV chunks), or demote it back."""
         if self.migrator is None:
             raise FailedPrecondition("the activation tier is not open")
-        return self.migrator.migrate(principal, cube_id, to, engine=engine)
+        return self.migrator.migrate(principal, cube_id, to, engine=engine, engine_url=engine_url)
 
     @classmethod
     def open(cls, settings: Settings, *, embedder: Embedder | None = None) -> MemoryOS:
@@ -362,25 +368,39 @@ class MemoryOS:
         exact: bool = False,
         hint: Hint | None = None,
     ) -> list[SearchHit]:
+        """The k best cubes for the query by ``mode`` (None: the configured default, hybrid
+        unless changed): ``dense`` (cosine similarity of embeddings), ``lexical`` (BM25 over
+        the indexed text) or ``hybrid`` (reciprocal rank fusion of both). A query embedding,
+        when given, replaces the embedded query text; hybrid without a query text is dense."""
         principal.require("read")
         limits = self.settings.limits
         if not 1 <= k <= limits.max_k:
             raise InvalidArgument(f"k={k} is out of range 1..{limits.max_k}")
-        if mode not in (None, "dense"):
+        chosen: SearchMode = mode or self.settings.plaintext.search_mode
+        if chosen not in SEARCH_MODES:
             raise InvalidArgument(
-                f"search mode {mode!r} is not available yet: only dense search is implemented "
-                "(lexical and hybrid search are tracked as their own issue)"
+                f"unknown search mode {chosen!r}: use one of {', '.join(SEARCH_MODES)}"
             )
         flt = flt or CubeFilter()
         self._check_filter(flt)
-        if query_vector is not None and len(query_vector) > 0:
-            vector = np.asarray(query_vector, dtype=np.float32)  # the store checks it
-        else:
-            if not query.strip():
-                raise InvalidArgument("the query is empty: send a query text or a query embedding")
+        has_vector = query_vector is not None and len(query_vector) > 0
+        if query.strip():
             check_text(query, limits)
+        elif not has_vector:
+            raise InvalidArgument("the query is empty: send a query text or a query embedding")
+        if chosen == "lexical" and not query.strip():
+            raise InvalidArgument(
+                "lexical search needs a query text; a query embedding alone suits dense search"
+            )
+        vector: np.ndarray | None = None
+        if has_vector:
+            assert query_vector is not None
+            vector = np.asarray(query_vector, dtype=np.float32)  # the store checks it
+        elif chosen != "lexical":
             vector = self.plaintext.embed_query(query)
-        hits = self.plaintext.search(principal.tenant, vector, k, flt, exact=exact)
+        hits = self.plaintext.find(
+            principal.tenant, k, flt, mode=chosen, text=query, vector=vector, exact=exact
+        )
         if self.manager is not None:
             self.manager.record(principal.tenant, (cube for cube, _ in hits), "search", hint)
         return [SearchHit(cube, score) for cube, score in hits]
@@ -422,6 +442,21 @@ class MemoryOS:
 
     def compact(self) -> None:
         self.plaintext.compact()
+
+    def reindex(
+        self,
+        principal: Principal,
+        namespaces: Sequence[str] = (),
+        *,
+        everything: bool = False,
+    ) -> Iterator[tuple[int, int]]:
+        """Re-embed the caller's cubes (in ``namespaces``, or all) whose vector is stale after
+        a model or template change (every one with ``everything``); yields (done, total),
+        (0, total) first. Needs the admin scope: it rewrites every version it visits."""
+        principal.require("admin")
+        for ns in namespaces:
+            check_namespace(ns)
+        return self.plaintext.reindex(principal.tenant, namespaces, everything=everything)
 
     # ------------------------------------------------------------------ checks
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from memos.coretrieval import fused_cubes
 from memos.cube import utcnow
 from memos.kernel import MemoryOS
 from memos.manager import JobPrincipal, TierManager, activation_parents
@@ -42,6 +43,10 @@ def sweep(kernel: MemoryOS, tenants: list[str]) -> Swept:
                     kernel.migrator.demote(JobPrincipal(tenant), cube.id)
                     demoted += 1
                     log.debug("expired KV dropped", extra={"id": cube.id, "parent": parent_id})
+            for cube in fused_cubes(kernel, tenant):  # several parents: listed apart
+                if cube.is_expired(now):
+                    kernel.migrator.demote(JobPrincipal(tenant), cube.id)
+                    demoted += 1
     manager: TierManager | None = kernel.manager
     forgotten = manager.drop_expired(now) if manager is not None else 0
     removed = kernel.plaintext.sweep(now)

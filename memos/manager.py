@@ -37,14 +37,18 @@ from memos.metrics import (
 )
 from memos.tiers.plaintext.store import CubeFilter
 from scheduler import BitPredictor, LearnedConfig, Policy, make_policy
+from scheduler.registry import policy_info
 
 if TYPE_CHECKING:
+    from memos.coretrieval import CoRetrieval
     from memos.kernel import MemoryOS
     from memos.tiers.activation.tier import Caller
+    from memos.tiers.parameter.slots import AdapterSlots
 
 log = logging.getLogger(__name__)
 
 ACTIVATED = "activated"
+SLOTS = "lora-slots"
 DEFAULT_POLICY = "robust-mark0"
 JOB_WRITER = "memos-jobs"
 
@@ -133,6 +137,35 @@ class _Cache:
     config: LearnedConfig
     lock: threading.Lock = field(default_factory=threading.Lock)
     seen_labels: tuple[int, int, int] = (0, 0, 0)  # labelled, false evicts, false keeps
+    requests: int = 0
+    hits: int = 0
+    evictions: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """One managed cache at a glance (``memosctl top``, the benchmark)."""
+
+    name: str
+    policy: str
+    budget: int  # tokens for the activated set
+    used: int
+    residents: int
+    known: int  # pages the manager has seen since start
+    requests: int
+    hits: int
+    evictions: int
+    labelled: int  # matured predictor labels
+    false_evicts: int
+    false_keeps: int
+    threshold: float
+    promoted: int = 0  # by the migrate job, since start
+    demoted: int = 0
+    prefilled_tokens: int = 0
+
+    @property
+    def hit_ratio(self) -> float:
+        return self.hits / self.requests if self.requests else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +195,11 @@ class TierManager:
         self._tenants: set[str] = set()
         self._log: deque[_Logged] = deque(maxlen=settings.log_size)
         self._seq = 0
+        #: What ``place`` did since start: promotions, demotions, tokens prefilled.
+        self.placed = [0, 0, 0]
+        #: Fed each Search's top-k (per tenant): the co-retrieval tracker, when one runs.
+        self.on_search: Callable[[str, list[str]], None] | None = None
+        self.coretrieval: CoRetrieval | None = None
         #: Called after each local page request (outside the lock): the cluster's access log.
         self.on_access: Callable[[PageRequest], None] | None = None
 
@@ -177,6 +215,7 @@ class TierManager:
         self, tenant: str, cubes: Iterable[MemCube], op: str, hint: Hint | None = None
     ) -> None:
         """One page request per cube read (an activation cube counts for its plaintext)."""
+        read: list[str] = []
         for cube in cubes:
             key = _key_of(cube)
             if key is None:
@@ -185,6 +224,9 @@ class TierManager:
             self.request_page(
                 PageRequest(key[0], key[1], self._tokens(cube), expires, op, hint),
             )
+            read.append(key[1])
+        if op == "search" and len(read) > 1 and self.on_search is not None:
+            self.on_search(tenant, read)
 
     def request_page(self, req: PageRequest, *, local: bool = True) -> None:
         """One page request for a plaintext cube, from this replica or (``local=False``) another.
@@ -231,6 +273,9 @@ class TierManager:
         # The miss cost is the prefill of the cube's tokens: proportional to its size.
         bit = cache.predictor.bit(key, size=size, cost=float(size), tenant=tenant, hint=hint)
         outcome = cache.policy.request(key, size, float(size), bit)
+        cache.requests += 1
+        cache.hits += outcome.hit
+        cache.evictions += len(outcome.evicted)
         CACHE_REQUESTS.labels(cache.name, "set", "hit" if outcome.hit else "miss").inc()
         page = self._pages[key]
         page.resident = outcome.admitted
@@ -267,10 +312,48 @@ class TierManager:
 
     # ------------------------------------------------------------------ decisions
 
+    def stats(self) -> CacheStats:
+        cache = self.activated
+        with cache.lock:
+            p = cache.predictor
+            return CacheStats(
+                name=cache.name,
+                policy=cache.policy_name,
+                budget=cache.policy.budget,
+                used=cache.policy.used,
+                residents=len(cache.policy),
+                known=len(self._pages),
+                requests=cache.requests,
+                hits=cache.hits,
+                evictions=cache.evictions,
+                labelled=p.labelled,
+                false_evicts=p.errors[0],
+                false_keeps=p.errors[1],
+                threshold=p.threshold,
+                promoted=self.placed[0],
+                demoted=self.placed[1],
+                prefilled_tokens=self.placed[2],
+            )
+
+    @property
+    def uses_bits(self) -> bool:
+        return policy_info(self.activated.policy_name).bit_kind != "none"
+
     def wanted(self, tenant: str) -> list[Page]:
-        """The tenant's cubes the policy keeps in the activated set, most recent first."""
-        with self.activated.lock:
-            pages = [p for p in self._pages.values() if p.tenant == tenant and p.resident]
+        """The tenant's cubes worth a KV cache, most recent first: those the policy keeps,
+        less those whose latest bit says they go before their next use (prefilling a cube
+        that is evicted unread is pure cost), where that bit can be trusted: a client's
+        hint, or a predictor that has matured a block of labels with few false evicts."""
+        cache = self.activated
+        with cache.lock:
+            trust_model = self.uses_bits and _trusted(cache.predictor)
+            pages = [
+                p
+                for p in self._pages.values()
+                if p.tenant == tenant
+                and p.resident
+                and not (p.bit == 1 and self.uses_bits and (p.source == "hint" or trust_model))
+            ]
         return sorted(pages, key=lambda p: p.last or utcnow(), reverse=True)
 
     def unwanted(self, tenant: str) -> set[str]:
@@ -361,12 +444,25 @@ class TierManager:
         )
 
 
+#: A predictor's discard bits decide promotions once it has this many matured labels and
+#: at most this share of them were false evicts (a needed cube called safe to drop).
+_TRUST_LABELS_PER_K = 8
+_TRUST_FALSE_EVICTS = 0.1
+
+
+def _trusted(p: BitPredictor) -> bool:
+    if p.labelled < _TRUST_LABELS_PER_K * p.config.k:
+        return False
+    return p.errors[0] / p.labelled <= _TRUST_FALSE_EVICTS
+
+
 def _key_of(cube: MemCube) -> Key | None:
     if cube.state != State.ACTIVE:
         return None
     if cube.kind == Kind.PLAINTEXT:
         return (cube.tenant, cube.id)
-    if cube.kind == Kind.ACTIVATION and cube.parent_ids:
+    # A fused activation cube (several parents, memos.coretrieval) is no one parent's page.
+    if cube.kind == Kind.ACTIVATION and len(cube.parent_ids) == 1:
         return (cube.tenant, cube.parent_ids[0])
     return None
 
@@ -390,6 +486,12 @@ class Placement:
         return f"{s}; stopped: {self.stopped}" if self.stopped else s
 
 
+def job_tenants(kernel: MemoryOS) -> list[str]:
+    """The tenants a job covers: those seen since start and every tenant in the table."""
+    seen = kernel.manager.tenants() if kernel.manager is not None else []
+    return sorted({*seen, *kernel.plaintext.tenants()})
+
+
 def activation_parents(kernel: MemoryOS, tenant: str) -> dict[str, MemCube]:
     """The tenant's active activation cubes, by the plaintext cube they came from."""
     out: dict[str, MemCube] = {}
@@ -398,7 +500,7 @@ def activation_parents(kernel: MemoryOS, tenant: str) -> dict[str, MemCube]:
     while True:
         cubes, token = kernel.plaintext.list(tenant, flt, page_size=500, page_token=token)
         for c in cubes:
-            if c.parent_ids:
+            if len(c.parent_ids) == 1:  # fused cubes (several parents) are no one's KV
                 out[c.parent_ids[0]] = c
         if not token:
             return out
@@ -451,6 +553,10 @@ def place(kernel: MemoryOS, manager: TierManager, budget_tokens: int) -> Placeme
             MIGRATIONS.labels("promote", "ok").inc()
         if stopped:
             break
+    with manager.activated.lock:
+        manager.placed[0] += promoted
+        manager.placed[1] += demoted
+        manager.placed[2] += prefilled
     return Placement(promoted, demoted, prefilled, skipped, stopped)
 
 
@@ -493,7 +599,12 @@ def explain(kernel: MemoryOS, who: Caller, cube_id: str) -> Explanation:
     else:
         tier = cube.kind.value
     manager = kernel.manager
-    if manager is None:
+    cache_name = ACTIVATED if manager is not None else ""
+    if cube.kind == Kind.PARAMETER and kernel.parameter is not None:
+        # An adapter's cache is the engine's LoRA slots: AdapterService.Request pages it.
+        decision = _slot_decision(kernel.parameter.slots, cube.id)
+        cache_name = SLOTS
+    elif manager is None:
         decision = Decision("", False, "no tier manager runs in this process", None)
     else:
         decision = manager.decide(who.tenant, target)
@@ -511,7 +622,7 @@ def explain(kernel: MemoryOS, who: Caller, cube_id: str) -> Explanation:
         cube=cube,
         tier=tier,
         activation_ids=(kv.id,) if kv is not None else (),
-        cache=ACTIVATED if manager is not None else "",
+        cache=cache_name,
         policy=decision.policy,
         resident=decision.resident,
         decision=what,
@@ -522,3 +633,20 @@ def explain(kernel: MemoryOS, who: Caller, cube_id: str) -> Explanation:
         size_tokens=page.size if page else 0,
         recent=tuple(page.recent) if page else (),
     )
+
+
+def _slot_decision(slots: AdapterSlots, adapter_id: str) -> Decision:
+    resident = adapter_id in slots
+    st = slots.stats
+    seen = f"the slots answered {st.requests} requests since start, {st.hits} of them hits"
+    if resident:
+        what = (
+            f"loaded in one of the engine's {slots.k} LoRA slots ({slots.policy_name}): "
+            f"a request for it is a hit; {seen}"
+        )
+    else:
+        what = (
+            f"not in the engine's {slots.k} LoRA slots ({slots.policy_name}): the next "
+            f"request for it loads it, unloading what the policy evicts; {seen}"
+        )
+    return Decision(slots.policy_name, resident, what, None)

@@ -42,7 +42,18 @@ MIGRATIONS = Counter(
 )
 PREFILL_TOKENS = Counter("memos_prefill_tokens_total", "tokens prefilled by promotions")
 FUSED = Counter("memos_fused_cubes_total", "near-duplicate cubes archived into a fused successor")
+CORETRIEVAL_FUSED = Counter(
+    "memos_coretrieval_fused_total",
+    "activation cubes built from a set of plaintext cubes retrieved together",
+)
 EXPIRED = Counter("memos_swept_cubes_total", "cubes removed by the lifecycle job (TTL, retention)")
+CLUSTER_ACCESSES = Counter(
+    "memos_cluster_accesses_total",
+    "accesses on the cluster's shared access log, by kind (page, chunk) and outcome "
+    "(published; dropped: never reached Redis; applied: another replica's page request fed "
+    "to this manager; replayed: a chunk access fed to the Redis level's policy by the leader)",
+    ["kind", "outcome"],
+)
 
 
 class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -115,3 +126,36 @@ class _LevelCollector:
 
 KV_LEVELS = _LevelCollector()
 REGISTRY.register(KV_LEVELS)
+
+
+class _SlotCollector:
+    """The engine's LoRA slots' counters (AdapterService.Request), read at scrape time."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Any] | None = None
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        source = self.source
+        if source is None:
+            return
+        stats = source()
+        requests = CounterMetricFamily(
+            "memos_lora_slot_requests",
+            "adapter page requests to the engine's LoRA slots, by outcome",
+            labels=["cache", "outcome"],
+        )
+        requests.add_metric(["lora-slots", "hit"], stats.hits)
+        requests.add_metric(["lora-slots", "miss"], stats.requests - stats.hits)
+        yield requests
+        unloads = CounterMetricFamily(
+            "memos_lora_slot_unloads", "adapters the slots' policy evicted", labels=["cache"]
+        )
+        unloads.add_metric(["lora-slots"], stats.unloads)
+        yield unloads
+
+
+LORA_SLOTS = _SlotCollector()
+REGISTRY.register(LORA_SLOTS)

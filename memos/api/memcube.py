@@ -21,8 +21,9 @@ from memos.cube import (
 )
 from memos.errors import InvalidArgument, ResourceExhausted, Unavailable
 from memos.events import ChangeEvent, ChangeType, SubscriptionLost
-from memos.kernel import MemoryOS, Principal, SearchMode, UpdateSpec
+from memos.kernel import MemoryOS, Principal, UpdateSpec
 from memos.manager import Hint
+from memos.tiers.plaintext.ranking import SearchMode
 from memos.tiers.plaintext.store import CubeFilter
 from memos.v1 import memcube_pb2 as pb
 from memos.v1 import memcube_pb2_grpc as pb_grpc
@@ -238,6 +239,17 @@ class MemCubeServicer(pb_grpc.MemCubeServiceServicer):
             yield from self._watch(kernel, who, request, context)
         finally:
             self._watch_slots.release()
+
+    @streaming
+    def Reindex(
+        self, request: pb.ReindexRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ReindexProgress]:
+        kernel, who = self._enter(context)
+        progress = kernel.reindex(who, tuple(request.namespaces), everything=request.all)
+        for done, total in progress:
+            if not context.is_active():
+                return  # the caller went away: stop after the batch already committed
+            yield pb.ReindexProgress(done=done, total=total)
 
     def _watch(
         self,

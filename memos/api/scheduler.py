@@ -52,7 +52,9 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
                 "KIND_PLAINTEXT (drop it again)"
             )
         assert to is not None
-        done = kernel.migrate(who, request.id, to, engine=request.engine)
+        done = kernel.migrate(
+            who, request.id, to, engine=request.engine, engine_url=request.engine_url
+        )
         return pb.MigrateResponse(
             cube=to_proto(done.cube),
             created=done.created,
@@ -125,6 +127,70 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         if e.last_access is not None:
             out.last_access.CopyFrom(_ts(e.last_access))
         return out
+
+    @unary
+    def Stats(
+        self, request: pb.TierStatsRequest, context: grpc.ServicerContext
+    ) -> pb.TierStatsResponse:
+        kernel, who = self._enter(context)
+        who.require("read")
+        return tier_stats(kernel)
+
+
+def tier_stats(kernel: MemoryOS) -> pb.TierStatsResponse:
+    """The tier manager's caches (and the engine's LoRA slots), daemon-wide counts."""
+    out = pb.TierStatsResponse()
+    manager = kernel.manager
+    if manager is not None:
+        s = manager.stats()
+        out.caches.append(
+            pb.CacheStats(
+                name=s.name,
+                policy=s.policy,
+                unit="tokens",
+                budget=s.budget,
+                used=s.used,
+                residents=s.residents,
+                known=s.known,
+                requests=s.requests,
+                hits=s.hits,
+                evictions=s.evictions,
+                labelled=s.labelled,
+                false_evicts=s.false_evicts,
+                false_keeps=s.false_keeps,
+                threshold=s.threshold,
+                promoted=s.promoted,
+                demoted=s.demoted,
+                prefilled_tokens=s.prefilled_tokens,
+            )
+        )
+        out.tenants = len(manager.tenants())
+        tracker = manager.coretrieval
+        if tracker is not None:
+            out.coretrieved_sets, out.fused_sets = tracker.counts()
+    if kernel.parameter is not None:
+        slots = kernel.parameter.slots
+        p = slots.predictor
+        out.caches.append(
+            pb.CacheStats(
+                name="lora-slots",
+                policy=slots.policy_name,
+                unit="slots",
+                budget=slots.k,
+                used=len(slots),
+                residents=len(slots),
+                requests=slots.stats.requests,
+                hits=slots.stats.hits,
+                evictions=slots.stats.unloads,
+                labelled=p.labelled if p is not None else 0,
+                false_evicts=p.errors[0] if p is not None else 0,
+                false_keeps=p.errors[1] if p is not None else 0,
+                threshold=p.threshold if p is not None else 0.0,
+                loads=slots.stats.loads,
+                unloads=slots.stats.unloads,
+            )
+        )
+    return out
 
 
 def _ts(value: datetime) -> Timestamp:

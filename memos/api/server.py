@@ -145,6 +145,8 @@ class Server:
             self.cluster.start()
             self.jobs.leader = self.cluster.leader
         self._add_jobs(self._kernel)
+        if self.cluster is not None:
+            self._share_accesses(self.cluster, self._kernel)
         self.jobs.start()
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving")
@@ -157,40 +159,55 @@ class Server:
         self.jobs.add(
             "index",
             pt.index_interval_s,
-            kernel.refresh_index,
+            # Held off while writes stream in (PlaintextStore._writes_busy).
+            lambda: kernel.plaintext.refresh_index(defer_to_writes=True),
             "build or refresh the ANN index",
             cluster=True,
         )
         self.jobs.add(
-            "compact", pt.compact_interval_s, kernel.compact, "compact LanceDB", cluster=True
+            "compact",
+            pt.compact_interval_s,
+            lambda: kernel.plaintext.compact(defer_to_writes=True),
+            "compact LanceDB",
+            cluster=True,
         )
         self._add_memory_os_jobs(kernel)
 
     def _add_memory_os_jobs(self, kernel: MemoryOS) -> None:
-        from memos import fusion, lifecycle
-        from memos.manager import TierManager, place
+        from memos import coretrieval, fusion, lifecycle
+        from memos.manager import TierManager, job_tenants, place
 
         manager = TierManager(
             self.settings.manager, chunk_tokens=self.settings.activation.chunk_tokens
         )
         kernel.manager = manager
+        js = self.settings.jobs
+        tracker = coretrieval.CoRetrieval(
+            js.coretrieval_min_count, js.coretrieval_max_set, js.coretrieval_max_tracked
+        )
+        manager.coretrieval = tracker
+        manager.on_search = tracker.observe
         if kernel.activation is not None:
             from memos.metrics import KV_LEVELS
 
             tier = kernel.activation
             KV_LEVELS.source = lambda: tier.store.stats().levels
-        js = self.settings.jobs
+        if kernel.parameter is not None:
+            from memos.metrics import LORA_SLOTS
+
+            slots = kernel.parameter.slots
+            LORA_SLOTS.source = lambda: slots.stats
         self.jobs.add(
             "expire",
             js.lifecycle_interval_s,
-            lambda: lifecycle.sweep(kernel, manager.tenants()),
+            lambda: lifecycle.sweep(kernel, job_tenants(kernel)),
             "remove cubes past their TTL and tombstones past retention",
             cluster=True,
         )
         self.jobs.add(
             "fuse",
             js.fuse_interval_s,
-            lambda: fusion.fuse(kernel, manager.tenants(), js),
+            lambda: fusion.fuse(kernel, job_tenants(kernel), js),
             "fuse near-duplicate plaintext cubes (originals archived, never deleted)",
             cluster=True,
         )
@@ -203,11 +220,38 @@ class Server:
                 cluster=True,
             )
         self.jobs.add(
+            "fuse-coretrieved",
+            js.coretrieval_interval_s,
+            lambda: coretrieval.fuse_coretrieved(kernel, tracker, manager.tenants(), js),
+            "build one activation cube from cubes retrieved together (canonical order)",
+            cluster=True,
+        )
+        self.jobs.add(
             "retrain",
             js.retrain_interval_s,
             manager.retrain,
             "refit and re-threshold the one-bit predictor on the logged accesses",
         )
+
+    def _share_accesses(self, cluster: ClusterNode, kernel: MemoryOS) -> None:
+        """The cluster's access log (every replica's manager learns from all replicas' reads)
+        and the Redis level's evictor, run by the leader over all replicas' accesses."""
+        from memos.cluster.accesses import redis_level_of
+
+        act = self.settings.activation
+        store = kernel.activation.store if kernel.activation is not None else None
+        level = redis_level_of(store)
+        cluster.share_accesses(kernel.manager, level)
+        evictor = cluster.redis_evictor(level, act)
+        if evictor is not None:
+            self.jobs.add(
+                "redis-evict",
+                act.redis_evict_interval_s,
+                evictor.run,
+                f"evict from the shared Redis level by {act.redis_policy} over every "
+                "replica's accesses",
+                cluster=True,
+            )
 
     def stop(self, grace_s: float | None = None, notice_s: float = 0.0) -> None:
         """Drain and close; idempotent."""

@@ -191,7 +191,12 @@ def search(
     after: After = None,
     before: Before = None,
     mode: Annotated[
-        SearchMode | None, typer.Option("--mode", help="Default: the daemon's.")
+        SearchMode | None,
+        typer.Option(
+            "--mode",
+            help="hybrid (BM25 and embeddings fused), lexical (BM25) or dense (embeddings). "
+            "Default: the daemon's (hybrid unless configured).",
+        ),
     ] = None,
     exact: Annotated[
         bool, typer.Option("--exact", help="Brute force instead of the ANN index.")
@@ -201,7 +206,7 @@ def search(
     tenant: Tenant = None,
     json_output: Json = False,
 ) -> None:
-    """Semantic search, best first (--json: {"results": [{"id", "score", "text", ...}]})."""
+    """Search by words and meaning, best first (--json: {"results": [{"id", "score", ...}]})."""
     with connect(addr, token, tenant) as client:
         results = client.search(
             _read_text(query),
@@ -641,6 +646,10 @@ attach_commands(app)
 from memos.cli.jobs import attach_commands as attach_jobs  # noqa: E402
 
 attach_jobs(app)
+
+from memos.cli.reindex import attach_commands as attach_reindex  # noqa: E402
+
+attach_reindex(app)
 
 
 def main() -> None:

@@ -119,6 +119,9 @@ def explain(
 
 
 def attach_commands(app: typer.Typer) -> None:
-    """Add the ``jobs`` group and ``explain`` to memosctl."""
+    """Add the ``jobs`` group, ``explain`` and ``top`` to memosctl."""
+    from memos.cli.top import top
+
     app.add_typer(jobs_app, name="jobs")
     app.command("explain")(explain)
+    app.command("top")(top)

@@ -1,3 +1,4 @@
+from memos.v1 import memcube_pb2 as _memcube_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -7,14 +8,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class KvLookupRequest(_message.Message):
-    __slots__ = ("keys", "pin", "lease_ms")
+    __slots__ = ("keys", "pin", "lease_ms", "cube_ids", "hint")
     KEYS_FIELD_NUMBER: _ClassVar[int]
     PIN_FIELD_NUMBER: _ClassVar[int]
     LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    CUBE_IDS_FIELD_NUMBER: _ClassVar[int]
+    HINT_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedScalarFieldContainer[bytes]
     pin: bool
     lease_ms: int
-    def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., pin: _Optional[bool] = ..., lease_ms: _Optional[int] = ...) -> None: ...
+    cube_ids: _containers.RepeatedScalarFieldContainer[str]
+    hint: _memcube_pb2.Hint
+    def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., pin: _Optional[bool] = ..., lease_ms: _Optional[int] = ..., cube_ids: _Optional[_Iterable[str]] = ..., hint: _Optional[_Union[_memcube_pb2.Hint, str]] = ...) -> None: ...
 
 class KvLookupResponse(_message.Message):
     __slots__ = ("matched", "pinned", "lease_id", "lease_ms")

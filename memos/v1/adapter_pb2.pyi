@@ -304,17 +304,37 @@ class PageRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., hint: _Optional[int] = ...) -> None: ...
 
 class PageDecision(_message.Message):
-    __slots__ = ("hit", "key", "adapter", "load", "unload", "bit")
+    __slots__ = ("hit", "key", "adapter", "load", "unload", "bit", "applied")
     HIT_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
     UNLOAD_FIELD_NUMBER: _ClassVar[int]
     BIT_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
     hit: bool
     key: str
     adapter: Adapter
     load: bool
     unload: _containers.RepeatedScalarFieldContainer[str]
     bit: int
-    def __init__(self, hit: _Optional[bool] = ..., key: _Optional[str] = ..., adapter: _Optional[_Union[Adapter, _Mapping]] = ..., load: _Optional[bool] = ..., unload: _Optional[_Iterable[str]] = ..., bit: _Optional[int] = ...) -> None: ...
+    applied: bool
+    def __init__(self, hit: _Optional[bool] = ..., key: _Optional[str] = ..., adapter: _Optional[_Union[Adapter, _Mapping]] = ..., load: _Optional[bool] = ..., unload: _Optional[_Iterable[str]] = ..., bit: _Optional[int] = ..., applied: _Optional[bool] = ...) -> None: ...
+
+class DownloadAdapterRequest(_message.Message):
+    __slots__ = ("name", "version", "id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    id: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., id: _Optional[str] = ...) -> None: ...
+
+class DownloadAdapterResponse(_message.Message):
+    __slots__ = ("adapter", "chunk")
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    adapter: Adapter
+    chunk: FileChunk
+    def __init__(self, adapter: _Optional[_Union[Adapter, _Mapping]] = ..., chunk: _Optional[_Union[FileChunk, _Mapping]] = ...) -> None: ...

@@ -69,6 +69,11 @@ class AdapterServiceStub:
                 request_serializer=memos_dot_v1_dot_adapter__pb2.PageRequest.SerializeToString,
                 response_deserializer=memos_dot_v1_dot_adapter__pb2.PageDecision.FromString,
                 _registered_method=True)
+        self.Download = channel.unary_stream(
+                '/memos.v1.AdapterService/Download',
+                request_serializer=memos_dot_v1_dot_adapter__pb2.DownloadAdapterRequest.SerializeToString,
+                response_deserializer=memos_dot_v1_dot_adapter__pb2.DownloadAdapterResponse.FromString,
+                _registered_method=True)
 
 
 class AdapterServiceServicer:
@@ -116,6 +121,12 @@ class AdapterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Download(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdapterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +164,11 @@ def add_AdapterServiceServicer_to_server(servicer, server):
                     servicer.Request,
                     request_deserializer=memos_dot_v1_dot_adapter__pb2.PageRequest.FromString,
                     response_serializer=memos_dot_v1_dot_adapter__pb2.PageDecision.SerializeToString,
+            ),
+            'Download': grpc.unary_stream_rpc_method_handler(
+                    servicer.Download,
+                    request_deserializer=memos_dot_v1_dot_adapter__pb2.DownloadAdapterRequest.FromString,
+                    response_serializer=memos_dot_v1_dot_adapter__pb2.DownloadAdapterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -344,6 +360,33 @@ class AdapterService:
             '/memos.v1.AdapterService/Request',
             memos_dot_v1_dot_adapter__pb2.PageRequest.SerializeToString,
             memos_dot_v1_dot_adapter__pb2.PageDecision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Download(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/memos.v1.AdapterService/Download',
+            memos_dot_v1_dot_adapter__pb2.DownloadAdapterRequest.SerializeToString,
+            memos_dot_v1_dot_adapter__pb2.DownloadAdapterResponse.FromString,
             options,
             channel_credentials,
             insecure,

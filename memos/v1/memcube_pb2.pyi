@@ -463,3 +463,19 @@ class ChangeEvent(_message.Message):
     at: _timestamp_pb2.Timestamp
     cube: MemCube
     def __init__(self, type: _Optional[_Union[ChangeType, str]] = ..., id: _Optional[str] = ..., version: _Optional[int] = ..., namespace: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cube: _Optional[_Union[MemCube, _Mapping]] = ...) -> None: ...
+
+class ReindexRequest(_message.Message):
+    __slots__ = ("namespaces", "all")
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    namespaces: _containers.RepeatedScalarFieldContainer[str]
+    all: bool
+    def __init__(self, namespaces: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class ReindexProgress(_message.Message):
+    __slots__ = ("done", "total")
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    done: int
+    total: int
+    def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...

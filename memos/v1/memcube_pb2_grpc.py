@@ -84,6 +84,11 @@ class MemCubeServiceStub:
                 request_serializer=memos_dot_v1_dot_memcube__pb2.WatchRequest.SerializeToString,
                 response_deserializer=memos_dot_v1_dot_memcube__pb2.ChangeEvent.FromString,
                 _registered_method=True)
+        self.Reindex = channel.unary_stream(
+                '/memos.v1.MemCubeService/Reindex',
+                request_serializer=memos_dot_v1_dot_memcube__pb2.ReindexRequest.SerializeToString,
+                response_deserializer=memos_dot_v1_dot_memcube__pb2.ReindexProgress.FromString,
+                _registered_method=True)
 
 
 class MemCubeServiceServicer:
@@ -149,6 +154,13 @@ class MemCubeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reindex(self, request, context):
+        """Progress after each committed batch, (0, total) first; the stream ends when done.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemCubeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +213,11 @@ def add_MemCubeServiceServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=memos_dot_v1_dot_memcube__pb2.WatchRequest.FromString,
                     response_serializer=memos_dot_v1_dot_memcube__pb2.ChangeEvent.SerializeToString,
+            ),
+            'Reindex': grpc.unary_stream_rpc_method_handler(
+                    servicer.Reindex,
+                    request_deserializer=memos_dot_v1_dot_memcube__pb2.ReindexRequest.FromString,
+                    response_serializer=memos_dot_v1_dot_memcube__pb2.ReindexProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -473,6 +490,33 @@ class MemCubeService:
             '/memos.v1.MemCubeService/Watch',
             memos_dot_v1_dot_memcube__pb2.WatchRequest.SerializeToString,
             memos_dot_v1_dot_memcube__pb2.ChangeEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reindex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/memos.v1.MemCubeService/Reindex',
+            memos_dot_v1_dot_memcube__pb2.ReindexRequest.SerializeToString,
+            memos_dot_v1_dot_memcube__pb2.ReindexProgress.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from memos.v1 import memcube_pb2 as memos_dot_v1_dot_memcube__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18memos/v1/scheduler.proto\x12\x08memos.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16memos/v1/memcube.proto\"H\n\x0eMigrateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1a\n\x02to\x18\x02 \x01(\x0e\x32\x0e.memos.v1.Kind\x12\x0e\n\x06\x65ngine\x18\x03 \x01(\t\"\xb1\x01\n\x0fMigrateResponse\x12\x1f\n\x04\x63ube\x18\x01 \x01(\x0b\x32\x11.memos.v1.MemCube\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x18\n\x10prefilled_chunks\x18\x03 \x01(\r\x12\x15\n\rreused_chunks\x18\x04 \x01(\r\x12\x16\n\x0e\x64ropped_chunks\x18\x05 \x01(\r\x12#\n\x08\x61rchived\x18\x06 \x03(\x0b\x32\x11.memos.v1.MemCube\"r\n\x06JobRun\x12\x0b\n\x03job\x18\x01 \x01(\t\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x12\n\n\x02ok\x18\x04 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\x91\x01\n\x07JobInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x12\n\ninterval_s\x18\x03 \x01(\x01\x12/\n\x0bnext_run_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x04runs\x18\x05 \x03(\x0b\x32\x10.memos.v1.JobRun\"\"\n\x0fListJobsRequest\x12\x0f\n\x07history\x18\x01 \x01(\r\"3\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.memos.v1.JobInfo\"\x1d\n\rRunJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"/\n\x0eRunJobResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.memos.v1.JobRun\"\x1c\n\x0e\x45xplainRequest\x12\n\n\x02id\x18\x01 \x01(\t\"f\n\x06\x41\x63\x63\x65ss\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\n\n\x02op\x18\x02 \x01(\t\x12\x0b\n\x03\x62it\x18\x03 \x01(\r\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0b\n\x03hit\x18\x05 \x01(\x08\"\xbd\x02\n\x0f\x45xplainResponse\x12\x1f\n\x04\x63ube\x18\x01 \x01(\x0b\x32\x11.memos.v1.MemCube\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x63tivation_ids\x18\x03 \x03(\t\x12\r\n\x05\x63\x61\x63he\x18\x04 \x01(\t\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12\x10\n\x08resident\x18\x06 \x01(\x08\x12\x10\n\x08\x64\x65\x63ision\x18\x07 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65sses\x18\x08 \x01(\x04\x12/\n\x0blast_access\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlatest_bit\x18\n \x01(\x05\x12\x12\n\nbit_source\x18\x0b \x01(\t\x12\x13\n\x0bsize_tokens\x18\x0c \x01(\x04\x12 \n\x06recent\x18\r \x03(\x0b\x32\x10.memos.v1.Access2\x92\x02\n\x10SchedulerService\x12>\n\x07Migrate\x12\x18.memos.v1.MigrateRequest\x1a\x19.memos.v1.MigrateResponse\x12\x41\n\x08ListJobs\x12\x19.memos.v1.ListJobsRequest\x1a\x1a.memos.v1.ListJobsResponse\x12;\n\x06RunJob\x12\x17.memos.v1.RunJobRequest\x1a\x18.memos.v1.RunJobResponse\x12>\n\x07\x45xplain\x12\x18.memos.v1.ExplainRequest\x1a\x19.memos.v1.ExplainResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18memos/v1/scheduler.proto\x12\x08memos.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16memos/v1/memcube.proto\"\\\n\x0eMigrateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1a\n\x02to\x18\x02 \x01(\x0e\x32\x0e.memos.v1.Kind\x12\x0e\n\x06\x65ngine\x18\x03 \x01(\t\x12\x12\n\nengine_url\x18\x04 \x01(\t\"\xb1\x01\n\x0fMigrateResponse\x12\x1f\n\x04\x63ube\x18\x01 \x01(\x0b\x32\x11.memos.v1.MemCube\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x18\n\x10prefilled_chunks\x18\x03 \x01(\r\x12\x15\n\rreused_chunks\x18\x04 \x01(\r\x12\x16\n\x0e\x64ropped_chunks\x18\x05 \x01(\r\x12#\n\x08\x61rchived\x18\x06 \x03(\x0b\x32\x11.memos.v1.MemCube\"r\n\x06JobRun\x12\x0b\n\x03job\x18\x01 \x01(\t\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x12\n\n\x02ok\x18\x04 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\x91\x01\n\x07JobInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x12\n\ninterval_s\x18\x03 \x01(\x01\x12/\n\x0bnext_run_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x04runs\x18\x05 \x03(\x0b\x32\x10.memos.v1.JobRun\"\"\n\x0fListJobsRequest\x12\x0f\n\x07history\x18\x01 \x01(\r\"3\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.memos.v1.JobInfo\"\x1d\n\rRunJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"/\n\x0eRunJobResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.memos.v1.JobRun\"\x1c\n\x0e\x45xplainRequest\x12\n\n\x02id\x18\x01 \x01(\t\"f\n\x06\x41\x63\x63\x65ss\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\n\n\x02op\x18\x02 \x01(\t\x12\x0b\n\x03\x62it\x18\x03 \x01(\r\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0b\n\x03hit\x18\x05 \x01(\x08\"\xbd\x02\n\x0f\x45xplainResponse\x12\x1f\n\x04\x63ube\x18\x01 \x01(\x0b\x32\x11.memos.v1.MemCube\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x63tivation_ids\x18\x03 \x03(\t\x12\r\n\x05\x63\x61\x63he\x18\x04 \x01(\t\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12\x10\n\x08resident\x18\x06 \x01(\x08\x12\x10\n\x08\x64\x65\x63ision\x18\x07 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65sses\x18\x08 \x01(\x04\x12/\n\x0blast_access\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlatest_bit\x18\n \x01(\x05\x12\x12\n\nbit_source\x18\x0b \x01(\t\x12\x13\n\x0bsize_tokens\x18\x0c \x01(\x04\x12 \n\x06recent\x18\r \x03(\x0b\x32\x10.memos.v1.Access\"\x12\n\x10TierStatsRequest\"\xd8\x02\n\nCacheStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\x0e\n\x06\x62udget\x18\x04 \x01(\x04\x12\x0c\n\x04used\x18\x05 \x01(\x04\x12\x11\n\tresidents\x18\x06 \x01(\x04\x12\r\n\x05known\x18\x07 \x01(\x04\x12\x10\n\x08requests\x18\x08 \x01(\x04\x12\x0c\n\x04hits\x18\t \x01(\x04\x12\x11\n\tevictions\x18\n \x01(\x04\x12\x10\n\x08labelled\x18\x0b \x01(\x04\x12\x14\n\x0c\x66\x61lse_evicts\x18\x0c \x01(\x04\x12\x13\n\x0b\x66\x61lse_keeps\x18\r \x01(\x04\x12\x11\n\tthreshold\x18\x0e \x01(\x01\x12\x10\n\x08promoted\x18\x0f \x01(\x04\x12\x0f\n\x07\x64\x65moted\x18\x10 \x01(\x04\x12\x18\n\x10prefilled_tokens\x18\x11 \x01(\x04\x12\r\n\x05loads\x18\x12 \x01(\x04\x12\x0f\n\x07unloads\x18\x13 \x01(\x04\"x\n\x11TierStatsResponse\x12$\n\x06\x63\x61\x63hes\x18\x01 \x03(\x0b\x32\x14.memos.v1.CacheStats\x12\x0f\n\x07tenants\x18\x02 \x01(\r\x12\x18\n\x10\x63oretrieved_sets\x18\x03 \x01(\x04\x12\x12\n\nfused_sets\x18\x04 \x01(\x04\x32\xd4\x02\n\x10SchedulerService\x12>\n\x07Migrate\x12\x18.memos.v1.MigrateRequest\x1a\x19.memos.v1.MigrateResponse\x12\x41\n\x08ListJobs\x12\x19.memos.v1.ListJobsRequest\x1a\x1a.memos.v1.ListJobsResponse\x12;\n\x06RunJob\x12\x17.memos.v1.RunJobRequest\x1a\x18.memos.v1.RunJobResponse\x12>\n\x07\x45xplain\x12\x18.memos.v1.ExplainRequest\x1a\x19.memos.v1.ExplainResponse\x12@\n\x05Stats\x12\x1a.memos.v1.TierStatsRequest\x1a\x1b.memos.v1.TierStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,27 +34,33 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'memos.v1.scheduler_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MIGRATEREQUEST']._serialized_start=95
-  _globals['_MIGRATEREQUEST']._serialized_end=167
-  _globals['_MIGRATERESPONSE']._serialized_start=170
-  _globals['_MIGRATERESPONSE']._serialized_end=347
-  _globals['_JOBRUN']._serialized_start=349
-  _globals['_JOBRUN']._serialized_end=463
-  _globals['_JOBINFO']._serialized_start=466
-  _globals['_JOBINFO']._serialized_end=611
-  _globals['_LISTJOBSREQUEST']._serialized_start=613
-  _globals['_LISTJOBSREQUEST']._serialized_end=647
-  _globals['_LISTJOBSRESPONSE']._serialized_start=649
-  _globals['_LISTJOBSRESPONSE']._serialized_end=700
-  _globals['_RUNJOBREQUEST']._serialized_start=702
-  _globals['_RUNJOBREQUEST']._serialized_end=731
-  _globals['_RUNJOBRESPONSE']._serialized_start=733
-  _globals['_RUNJOBRESPONSE']._serialized_end=780
-  _globals['_EXPLAINREQUEST']._serialized_start=782
-  _globals['_EXPLAINREQUEST']._serialized_end=810
-  _globals['_ACCESS']._serialized_start=812
-  _globals['_ACCESS']._serialized_end=914
-  _globals['_EXPLAINRESPONSE']._serialized_start=917
-  _globals['_EXPLAINRESPONSE']._serialized_end=1234
-  _globals['_SCHEDULERSERVICE']._serialized_start=1237
-  _globals['_SCHEDULERSERVICE']._serialized_end=1511
+  _globals['_MIGRATEREQUEST']._serialized_end=187
+  _globals['_MIGRATERESPONSE']._serialized_start=190
+  _globals['_MIGRATERESPONSE']._serialized_end=367
+  _globals['_JOBRUN']._serialized_start=369
+  _globals['_JOBRUN']._serialized_end=483
+  _globals['_JOBINFO']._serialized_start=486
+  _globals['_JOBINFO']._serialized_end=631
+  _globals['_LISTJOBSREQUEST']._serialized_start=633
+  _globals['_LISTJOBSREQUEST']._serialized_end=667
+  _globals['_LISTJOBSRESPONSE']._serialized_start=669
+  _globals['_LISTJOBSRESPONSE']._serialized_end=720
+  _globals['_RUNJOBREQUEST']._serialized_start=722
+  _globals['_RUNJOBREQUEST']._serialized_end=751
+  _globals['_RUNJOBRESPONSE']._serialized_start=753
+  _globals['_RUNJOBRESPONSE']._serialized_end=800
+  _globals['_EXPLAINREQUEST']._serialized_start=802
+  _globals['_EXPLAINREQUEST']._serialized_end=830
+  _globals['_ACCESS']._serialized_start=832
+  _globals['_ACCESS']._serialized_end=934
+  _globals['_EXPLAINRESPONSE']._serialized_start=937
+  _globals['_EXPLAINRESPONSE']._serialized_end=1254
+  _globals['_TIERSTATSREQUEST']._serialized_start=1256
+  _globals['_TIERSTATSREQUEST']._serialized_end=1274
+  _globals['_CACHESTATS']._serialized_start=1277
+  _globals['_CACHESTATS']._serialized_end=1621
+  _globals['_TIERSTATSRESPONSE']._serialized_start=1623
+  _globals['_TIERSTATSRESPONSE']._serialized_end=1743
+  _globals['_SCHEDULERSERVICE']._serialized_start=1746
+  _globals['_SCHEDULERSERVICE']._serialized_end=2086
 # @@protoc_insertion_point(module_scope)

@@ -11,14 +11,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class MigrateRequest(_message.Message):
-    __slots__ = ("id", "to", "engine")
+    __slots__ = ("id", "to", "engine", "engine_url")
     ID_FIELD_NUMBER: _ClassVar[int]
     TO_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_URL_FIELD_NUMBER: _ClassVar[int]
     id: str
     to: _memcube_pb2.Kind
     engine: str
-    def __init__(self, id: _Optional[str] = ..., to: _Optional[_Union[_memcube_pb2.Kind, str]] = ..., engine: _Optional[str] = ...) -> None: ...
+    engine_url: str
+    def __init__(self, id: _Optional[str] = ..., to: _Optional[_Union[_memcube_pb2.Kind, str]] = ..., engine: _Optional[str] = ..., engine_url: _Optional[str] = ...) -> None: ...
 
 class MigrateResponse(_message.Message):
     __slots__ = ("cube", "created", "prefilled_chunks", "reused_chunks", "dropped_chunks", "archived")
@@ -137,3 +139,61 @@ class ExplainResponse(_message.Message):
     size_tokens: int
     recent: _containers.RepeatedCompositeFieldContainer[Access]
     def __init__(self, cube: _Optional[_Union[_memcube_pb2.MemCube, _Mapping]] = ..., tier: _Optional[str] = ..., activation_ids: _Optional[_Iterable[str]] = ..., cache: _Optional[str] = ..., policy: _Optional[str] = ..., resident: _Optional[bool] = ..., decision: _Optional[str] = ..., accesses: _Optional[int] = ..., last_access: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_bit: _Optional[int] = ..., bit_source: _Optional[str] = ..., size_tokens: _Optional[int] = ..., recent: _Optional[_Iterable[_Union[Access, _Mapping]]] = ...) -> None: ...
+
+class TierStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CacheStats(_message.Message):
+    __slots__ = ("name", "policy", "unit", "budget", "used", "residents", "known", "requests", "hits", "evictions", "labelled", "false_evicts", "false_keeps", "threshold", "promoted", "demoted", "prefilled_tokens", "loads", "unloads")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    RESIDENTS_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    EVICTIONS_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_FIELD_NUMBER: _ClassVar[int]
+    FALSE_EVICTS_FIELD_NUMBER: _ClassVar[int]
+    FALSE_KEEPS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_FIELD_NUMBER: _ClassVar[int]
+    DEMOTED_FIELD_NUMBER: _ClassVar[int]
+    PREFILLED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LOADS_FIELD_NUMBER: _ClassVar[int]
+    UNLOADS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    policy: str
+    unit: str
+    budget: int
+    used: int
+    residents: int
+    known: int
+    requests: int
+    hits: int
+    evictions: int
+    labelled: int
+    false_evicts: int
+    false_keeps: int
+    threshold: float
+    promoted: int
+    demoted: int
+    prefilled_tokens: int
+    loads: int
+    unloads: int
+    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., unit: _Optional[str] = ..., budget: _Optional[int] = ..., used: _Optional[int] = ..., residents: _Optional[int] = ..., known: _Optional[int] = ..., requests: _Optional[int] = ..., hits: _Optional[int] = ..., evictions: _Optional[int] = ..., labelled: _Optional[int] = ..., false_evicts: _Optional[int] = ..., false_keeps: _Optional[int] = ..., threshold: _Optional[float] = ..., promoted: _Optional[int] = ..., demoted: _Optional[int] = ..., prefilled_tokens: _Optional[int] = ..., loads: _Optional[int] = ..., unloads: _Optional[int] = ...) -> None: ...
+
+class TierStatsResponse(_message.Message):
+    __slots__ = ("caches", "tenants", "coretrieved_sets", "fused_sets")
+    CACHES_FIELD_NUMBER: _ClassVar[int]
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    CORETRIEVED_SETS_FIELD_NUMBER: _ClassVar[int]
+    FUSED_SETS_FIELD_NUMBER: _ClassVar[int]
+    caches: _containers.RepeatedCompositeFieldContainer[CacheStats]
+    tenants: int
+    coretrieved_sets: int
+    fused_sets: int
+    def __init__(self, caches: _Optional[_Iterable[_Union[CacheStats, _Mapping]]] = ..., tenants: _Optional[int] = ..., coretrieved_sets: _Optional[int] = ..., fused_sets: _Optional[int] = ...) -> None: ...

@@ -54,6 +54,11 @@ class SchedulerServiceStub:
                 request_serializer=memos_dot_v1_dot_scheduler__pb2.ExplainRequest.SerializeToString,
                 response_deserializer=memos_dot_v1_dot_scheduler__pb2.ExplainResponse.FromString,
                 _registered_method=True)
+        self.Stats = channel.unary_unary(
+                '/memos.v1.SchedulerService/Stats',
+                request_serializer=memos_dot_v1_dot_scheduler__pb2.TierStatsRequest.SerializeToString,
+                response_deserializer=memos_dot_v1_dot_scheduler__pb2.TierStatsResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServiceServicer:
@@ -83,6 +88,12 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +116,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.Explain,
                     request_deserializer=memos_dot_v1_dot_scheduler__pb2.ExplainRequest.FromString,
                     response_serializer=memos_dot_v1_dot_scheduler__pb2.ExplainResponse.SerializeToString,
+            ),
+            'Stats': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stats,
+                    request_deserializer=memos_dot_v1_dot_scheduler__pb2.TierStatsRequest.FromString,
+                    response_serializer=memos_dot_v1_dot_scheduler__pb2.TierStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +231,33 @@ class SchedulerService:
             '/memos.v1.SchedulerService/Explain',
             memos_dot_v1_dot_scheduler__pb2.ExplainRequest.SerializeToString,
             memos_dot_v1_dot_scheduler__pb2.ExplainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memos.v1.SchedulerService/Stats',
+            memos_dot_v1_dot_scheduler__pb2.TierStatsRequest.SerializeToString,
+            memos_dot_v1_dot_scheduler__pb2.TierStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -127,3 +127,28 @@ def test_retrain_refits_on_the_log_once_labels_mature() -> None:
     assert m.activated.predictor is not before
     assert m.activated.predictor.labelled > 0
     m.record("acme", [pages[0]], "get")  # the refit predictor serves requests
+
+
+def test_a_cube_the_client_is_done_with_is_not_worth_a_prefill_unless_bits_are_ignored() -> None:
+    for policy, promoted in (("robust-mark0", False), ("lru", True)):
+        m = manager(policy=policy)
+        note, topic = cube(), cube()
+        m.record("acme", [note, topic], "get")
+        m.record("acme", [note], "get", Hint.DONE)
+        assert m.decide("acme", note.id).resident  # still in the set: the policy decides that
+        assert (note.id in resident(m)) is promoted, policy
+        assert topic.id in resident(m)
+        stats = m.stats()
+        assert (stats.requests, stats.hits, stats.residents) == (3, 1, 2)
+        assert stats.policy == policy and 0 < stats.used <= stats.budget
+
+
+def test_search_results_read_together_reach_the_coretrieval_hook() -> None:
+    m = manager()
+    seen: list[tuple[str, list[str]]] = []
+    m.on_search = lambda tenant, ids: seen.append((tenant, ids))
+    a, b = cube(), cube()
+    m.record("acme", [a, b], "search")
+    m.record("acme", [a, b], "get")  # a Get is no co-retrieval
+    m.record("acme", [a], "search")  # nor is a single hit
+    assert seen == [("acme", [a.id, b.id])]

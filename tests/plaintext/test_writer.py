@@ -80,3 +80,55 @@ def test_close_drains_the_queue_and_refuses_new_items() -> None:
     assert all(p.future.done() for p in pending) and done == list(range(7))
     with pytest.raises(Unavailable):
         batcher.submit(99)
+
+
+# ------------------------------------------------------------------ recent ids
+
+
+def ulid(ms: int, rand: int = 12345) -> str:
+    """A ULID made at ``ms`` (``memos.ids.new_id`` never goes back in time within a process)."""
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    value = (ms << 80) | rand
+    return "".join(alphabet[(value >> (5 * i)) & 31] for i in range(25, -1, -1))
+
+
+def test_id_ms_reads_the_ulid_timestamp() -> None:
+    from memos.ids import id_time_ms, is_valid_id
+    from memos.tiers.plaintext.writer import id_ms
+
+    for ms in (0, 1, 1_700_000_000_123, (1 << 48) - 1):
+        made = ulid(ms)
+        assert is_valid_id(made) and id_ms(made) == ms == id_time_ms(made)
+    assert id_ms("not-a-ulid") is None and id_ms("U" * 26) is None
+
+
+def test_recent_ids_vouch_only_for_ids_made_after_opening_and_lately() -> None:
+    from memos.tiers.plaintext.writer import RecentIds
+
+    opened = 1_700_000_000_000
+    recent = RecentIds(window_s=60.0, now_ms=opened)
+    before = ("acme", ulid(opened - 5))  # may have been committed by an earlier process
+    fresh = ("acme", ulid(opened + 10))
+    other = ("acme", ulid(opened + 20))
+    now = opened + 1_000
+    assert not recent.vouches(before, now) and not recent.vouches(("acme", "x" * 26), now)
+    assert recent.vouches(fresh, now) and recent.vouches(other, now)
+    recent.add([fresh, before], now)
+    assert fresh in recent and before not in recent and other not in recent
+    assert len(recent) == 1
+    # Past the window an id is no longer vouched for, and its key is forgotten.
+    later = opened + 10 + 60_001
+    assert not recent.vouches(fresh, later)
+    recent.add([], later)
+    assert fresh not in recent and len(recent) == 0
+
+
+def test_recent_ids_forget_deleted_keys() -> None:
+    from memos.tiers.plaintext.writer import RecentIds
+
+    recent = RecentIds(window_s=60.0, now_ms=1_000)
+    keys = [("acme", ulid(2_000)), ("globex", ulid(2_001, rand=7))]
+    recent.add(keys, 2_500)
+    recent.discard(keys[:1])
+    assert keys[0] not in recent and keys[1] in recent
+    assert recent.vouches(keys[0], 2_600)  # put again, it is known to be absent

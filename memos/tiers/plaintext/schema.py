@@ -14,7 +14,9 @@ One row is one version of one cube. It holds the cube twice over, on purpose:
   ``embedding_model`` (the rows a re-embedding must visit).
 
 Both are written from the same MemCube in the same commit, so they cannot disagree.
-``text`` is a plain ``utf8`` column, ready for a full-text (BM25) index. ``vector`` is a
+``text`` is a plain ``utf8`` column. ``embed_text`` is what was embedded and what the
+full-text (BM25) index covers: the text through its namespace's template (``embedtext.py``),
+kept so that a re-embedding embeds the same text and a changed template is noticed. ``vector`` is a
 ``fixed_size_list<float32>[dim]``, null for cubes without text (activation and parameter
 records). The schema metadata records the embedding model and dimension the table was built
 with.
@@ -37,6 +39,7 @@ META_DIM = b"memos.embedding_dim"
 KEY_COLUMNS = ("tenant", "id", "version")
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 VECTOR = "vector"
+EMBED_TEXT = "embed_text"
 # What a cube is read back from.
 CUBE_COLUMNS = ("text", "record")
 
@@ -61,6 +64,7 @@ def table_schema(dim: int, model_name: str) -> pa.Schema:
         pa.field("size_bytes", pa.int64()),
         pa.field("embedding_model", pa.string()),
         pa.field("text", pa.string()),
+        pa.field(EMBED_TEXT, pa.string()),
         pa.field("record", pa.string(), nullable=False),
         pa.field(VECTOR, pa.list_(pa.float32(), dim)),
     ]
@@ -137,8 +141,10 @@ def cubes_to_table(
     present: np.ndarray,
     latest: Sequence[bool],
     schema: pa.Schema,
+    embed_texts: Sequence[str] | None = None,
 ) -> pa.Table:
-    """Rows for ``cubes``: ``vectors[i]`` is cube i's vector when ``present[i]``."""
+    """Rows for ``cubes``: ``vectors[i]`` is cube i's vector when ``present[i]``, embedded
+    from ``embed_texts[i]`` (default: the cube's text)."""
     dim = schema.field(VECTOR).type.list_size
     if vectors.shape != (len(cubes), dim) or present.shape != (len(cubes),):
         raise ValueError(f"expected ({len(cubes)}, {dim}) vectors, got {vectors.shape}")
@@ -160,6 +166,7 @@ def cubes_to_table(
         "size_bytes": [c.size_bytes for c in cubes],
         "embedding_model": [c.plaintext.embedding_model if c.plaintext else "" for c in cubes],
         "text": [c.text for c in cubes],
+        EMBED_TEXT: list(embed_texts) if embed_texts is not None else [c.text for c in cubes],
         "record": [_record(c) for c in cubes],
     }
     arrays = [

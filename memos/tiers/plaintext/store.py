@@ -4,7 +4,8 @@ Layout. One row per (tenant, id, version), all versions in one table, and a bool
 ``is_latest`` on the one current version of each cube. Search, listing and statistics filter
 on ``is_latest`` like on any other column, *before* ranking, so "latest versions only" never
 costs a post-filtered top-k; history is the same rows without that predicate. A full-text
-index on ``text`` (hybrid search) covers the same rows, so both indexes see a change at once.
+index on ``embed_text`` (``lexical.py``) covers the same rows, so both indexes see a change at
+once.
 
 Durability. A put or update is acknowledged only after the LanceDB commit that holds it
 returned: the manifest of the new table version is written, so a process killed at any later
@@ -31,17 +32,22 @@ Search. With an ANN index (IVF_HNSW_SQ, ``index.py``), a query whose filter lets
 tenant's rows through is first answered by over-fetching candidates and filtering them: when at
 least k survive, they are the top k of the filtered set. Otherwise, and for every selective
 filter, LanceDB prefilters (evaluates the filter, then searches only the rows that pass).
+``find`` adds the lexical mode (BM25, always prefiltered) and the hybrid one: the top
+``fusion_depth`` of each ranker fused by reciprocal rank fusion, or by a convex combination of
+normalised scores (``ranking.py``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 import math
 import threading
+import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import cast
@@ -59,7 +65,16 @@ from memos.embed import Embedder, embed_one
 from memos.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from memos.ids import ID_PATTERN
 from memos.tiers.plaintext import index as ann
+from memos.tiers.plaintext import lexical as lex
+from memos.tiers.plaintext.embedtext import EmbedText
+from memos.tiers.plaintext.ranking import (
+    SearchMode,
+    convex_combination,
+    reciprocal_rank_fusion,
+    weight,
+)
 from memos.tiers.plaintext.schema import (
+    EMBED_TEXT,
     KEY_COLUMNS,
     VECTOR,
     cubes_to_table,
@@ -79,7 +94,7 @@ from memos.tiers.plaintext.sql import (
     tenant_clause,
     timestamp,
 )
-from memos.tiers.plaintext.writer import Batcher, Pending
+from memos.tiers.plaintext.writer import Batcher, Pending, RecentIds
 
 __all__ = ["CubeFilter", "PlaintextStats", "PlaintextStore"]
 
@@ -89,6 +104,8 @@ _TOKEN_PREFIX = "p1:"
 # The over-fetch fast path is tried only when the filter passes at least this share of rows.
 _FAST_PATH_MIN_SHARE = 0.3
 _FAST_PATH_MAX_FETCH = 2000
+# How long a committed id stays in the recent set that spares puts a duplicate lookup.
+_RECENT_IDS_WINDOW_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -171,17 +188,27 @@ class PlaintextStore:
         self._embedder = embedder
         self._settings = settings
         self._dim = embedder.dim
+        self._embed_text = EmbedText(settings.embed_templates)
         self._db = lancedb.connect(uri)
         self._table = self._open_table(uri, settings.table)
         self._schema = self._table.schema
         self._columns = read_columns(with_embedding=True)
         self._light_columns = read_columns(with_embedding=False)
         self._counts = _LiveCounts()
+        # Opened before the repair: ids made from now on are vouched for by this set.
+        self._recent = RecentIds(_RECENT_IDS_WINDOW_S, _now_ms())
         self._repair_latest()
         self._has_index = ann.vector_index_state(self._table) is not None
+        lex.ensure_fts_index(self._table)
         self._maintenance = threading.Lock()
         self._rewrite_gate = threading.Lock()
         self._deferred: list[Pending[_CommitItem, object]] = []
+        # Maintenance bookkeeping: when the commit thread last wrote, since when the jobs have
+        # held off for writes, and the table version the last compaction left.
+        self._last_write = -math.inf
+        self._busy_since: float | None = None
+        self._compacted_version = -1
+        self._compacted_at = -math.inf
         self._closed = False
         self._close_lock = threading.Lock()
         self._commits: Batcher[_CommitItem, object] = Batcher(
@@ -212,6 +239,10 @@ class PlaintextStore:
                 f"this daemon embeds with {self._embedder.model_name!r} ({self._dim} "
                 "dimensions): point it at another directory or re-embed the table"
             )
+        if set(schema.names) - set(table.schema.names) == {EMBED_TEXT}:
+            # A table from before templates: its texts were embedded as they are.
+            log.info("adding the %s column to the plaintext table at %s", EMBED_TEXT, uri)
+            table.add_columns({EMBED_TEXT: "text"})
         if set(table.schema.names) != set(schema.names):
             raise FailedPrecondition(
                 f"the plaintext table at {uri} has columns {sorted(table.schema.names)}, "
@@ -364,7 +395,8 @@ class PlaintextStore:
 
     def _rows(self, cubes: Sequence[MemCube], latest: Sequence[bool]) -> pa.Table:
         vectors, present = embedding_matrix(cubes, self._dim)
-        return cubes_to_table(cubes, vectors, present, latest, self._schema)
+        embed_texts = [self._embed_text.render(c) for c in cubes]
+        return cubes_to_table(cubes, vectors, present, latest, self._schema, embed_texts)
 
     # ------------------------------------------------------------ stage 1: embed
 
@@ -373,7 +405,7 @@ class PlaintextStore:
         for pending in batch:
             for cube in pending.item.cubes:
                 if cube.plaintext is not None and cube.plaintext.embedding is None:
-                    texts.append(cube.plaintext.text)
+                    texts.append(self._embed_text.render(cube))
         vectors = self._embedder.embed(texts) if texts else None
         at = 0
         waiters: list[tuple[Pending[_PutJob, list[MemCube]], list[MemCube]]] = []
@@ -467,6 +499,8 @@ class PlaintextStore:
                 pending.fail(exc)
             return
         self._counts.rows += table.num_rows
+        self._last_write = time.monotonic()
+        self._recent.add([(c.tenant, c.id) for _, cubes in keep for c in cubes], _now_ms())
         for pending, cubes in keep:
             for cube in cubes:
                 self._counts.add(cube.tenant, cube.state)
@@ -477,10 +511,16 @@ class PlaintextStore:
     ) -> list[tuple[Pending[_PutJob, list[MemCube]], list[MemCube]]]:
         """Fail the puts whose ids exist already (or twice in this batch); keep the rest."""
         keys = [(c.tenant, c.id) for _, cubes in waiters for c in cubes]
-        existing: set[tuple[str, str]] = set()
-        if self._counts.rows:
-            found = self._table.search().where(ids_clause(keys)).select(["tenant", "id"]).to_arrow()
-            existing = set(zip(found["tenant"].to_pylist(), found["id"].to_pylist(), strict=True))
+        now_ms = _now_ms()
+        existing = {k for k in keys if k in self._recent}
+        # Newly made ids (every put through the kernel) are settled by the recent set; only
+        # the others are looked up.
+        unsure = [k for k in keys if k not in existing and not self._recent.vouches(k, now_ms)]
+        if unsure and self._counts.rows:
+            found = (
+                self._table.search().where(ids_clause(unsure)).select(["tenant", "id"]).to_arrow()
+            )
+            existing.update(zip(found["tenant"].to_pylist(), found["id"].to_pylist(), strict=True))
         keep = []
         seen: set[tuple[str, str]] = set()
         for pending, cubes in waiters:
@@ -559,6 +599,7 @@ class PlaintextStore:
                 pending.fail(exc)
             return
         self._counts.rows += len(finished)
+        self._last_write = time.monotonic()
         for key, news in versions.items():
             self._counts.add(key[0], originals[key].state, -1)
             self._counts.add(key[0], news[-1].state)
@@ -577,7 +618,10 @@ class PlaintextStore:
             return new
         embedding = new.plaintext.embedding
         old_embedding = old.plaintext.embedding if old.plaintext is not None else None
-        text_changed = old.plaintext is None or new.plaintext.text != old.plaintext.text
+        # A new text, or new metadata that the namespace's template embeds, needs a new vector.
+        text_changed = old.plaintext is None or self._embed_text.render(
+            new
+        ) != self._embed_text.render(old)
         if embedding is not None and not (text_changed and embedding == old_embedding):
             self.check_vector(embedding, "embedding")
             return new
@@ -596,7 +640,7 @@ class PlaintextStore:
     def _embed_successors(self, cubes: list[MemCube]) -> list[MemCube]:
         """The cubes completed for storage, the ones without an embedding embedded in one call."""
         need = [c.plaintext is not None and c.plaintext.embedding is None for c in cubes]
-        texts = [c.text for c, n in zip(cubes, need, strict=True) if n]
+        texts = [self._embed_text.render(c) for c, n in zip(cubes, need, strict=True) if n]
         vectors = iter(self._embedder.embed(texts)) if texts else iter(())
         return [
             self._complete(c, next(vectors) if n else None)
@@ -620,6 +664,7 @@ class PlaintextStore:
         gone = self._table.count_rows(where)
         if gone:
             self._table.delete(where)
+            self._recent.discard(keys)
             self._counts = self._scan_counts(
                 self._table.search()
                 .where("is_latest")
@@ -703,6 +748,85 @@ class PlaintextStore:
         scores = (1.0 - rows["_distance"].to_numpy(zero_copy_only=False)).tolist()
         cubes = rows_to_cubes(rows.drop_columns(["_distance"]))
         return list(zip(cubes, scores, strict=True))
+
+    def find(
+        self,
+        tenant: str,
+        k: int,
+        flt: CubeFilter,
+        *,
+        mode: SearchMode,
+        text: str = "",
+        vector: np.ndarray | None = None,
+        exact: bool = False,
+        with_embeddings: bool = False,
+    ) -> list[tuple[MemCube, float]]:
+        """The k best latest, unexpired cubes passing ``flt``, best first, by ``mode``:
+        ``dense`` (cosine similarity to ``vector``), ``lexical`` (BM25 of ``text``) or
+        ``hybrid`` (reciprocal rank fusion of the two; dense only when ``text`` is empty).
+        Filters restrict the candidates before either ranker sees them."""
+        if k < 1:
+            raise InvalidArgument(f"k must be at least 1, got {k}")
+        s = self._settings
+        weighted = s.recency_weight > 0 or s.importance_weight > 0
+        depth = max(k, s.fusion_depth) if weighted or mode == "hybrid" else k
+        if mode == "lexical" or (mode == "hybrid" and vector is None):
+            hits = self._lexical(tenant, text, depth, flt, with_embeddings)
+        elif mode == "dense" or not text.strip():
+            if vector is None:
+                raise InvalidArgument(f"{mode} search needs a query vector")
+            hits = self.search(
+                tenant, vector, depth, flt, exact=exact, with_embeddings=with_embeddings
+            )
+        else:
+            assert vector is not None
+            dense = self.search(
+                tenant, vector, depth, flt, exact=exact, with_embeddings=with_embeddings
+            )
+            lexical = self._lexical(tenant, text, depth, flt, with_embeddings)
+            cubes = {c.id: c for c, _ in lexical} | {c.id: c for c, _ in dense}
+            if s.fusion == "convex":
+                fused = convex_combination(
+                    [[(c.id, x) for c, x in dense], [(c.id, x) for c, x in lexical]]
+                )
+            else:
+                fused = reciprocal_rank_fusion(
+                    [[c.id for c, _ in dense], [c.id for c, _ in lexical]], k=s.rrf_k
+                )
+            hits = [(cubes[cube_id], score) for cube_id, score in fused]
+        if weighted:
+            now = utcnow()
+            hits = sorted(
+                (
+                    (
+                        cube,
+                        weight(
+                            cube,
+                            score,
+                            now,
+                            recency_weight=s.recency_weight,
+                            half_life_s=s.recency_half_life_s,
+                            importance_weight=s.importance_weight,
+                        ),
+                    )
+                    for cube, score in hits
+                ),
+                key=lambda hit: hit[1],
+                reverse=True,
+            )
+        return hits[:k]
+
+    def _lexical(
+        self, tenant: str, text: str, limit: int, flt: CubeFilter, with_embeddings: bool
+    ) -> list[tuple[MemCube, float]]:
+        if not text.strip():
+            raise InvalidArgument("lexical search needs a query text")
+        where = filter_clause(tenant, replace(flt, include_expired=False), utcnow())
+        columns = self._columns if with_embeddings else self._light_columns
+        rows = lex.lexical_rows(self._table, text, where, limit, columns)
+        scores = rows[lex.SCORE].to_pylist()
+        cubes = rows_to_cubes(rows.drop_columns([lex.SCORE]))
+        return list(zip(cubes, (float(x) for x in scores), strict=True))
 
     def _nearest(
         self,
@@ -792,40 +916,157 @@ class PlaintextStore:
 
     # ------------------------------------------------------------------ maintenance
 
-    def refresh_index(self) -> bool:
+    def refresh_index(self, *, defer_to_writes: bool = False) -> bool:
         """Build the ANN index once the table is big enough; fold new rows into it when they
         are many, and retrain it when they outnumber ``ann_rebuild_fraction`` of it.
-        True when the index changed."""
+        True when the index changed. With ``defer_to_writes`` (the periodic job), nothing
+        happens while puts and updates keep coming (``_writes_busy``)."""
         with self._maintenance:
-            if self._closed:
+            if self._closed or (defer_to_writes and self._writes_busy()):
                 return False
-            rows = self._table.count_rows(f"{VECTOR} IS NOT NULL")
             state = ann.vector_index_state(self._table)
+            min_rows = self._settings.ann_min_rows
             if state is None:
-                if rows < self._settings.ann_min_rows:
+                # The plain count reads the manifest; the filtered one scans every vector, so
+                # it runs only once the table may be big enough.
+                if self._table.count_rows() < min_rows:
+                    return False
+                rows = self._table.count_rows(f"{VECTOR} IS NOT NULL")
+                if rows < min_rows:
                     return False
                 log.info("building the ANN index over %d rows", rows)
-                ann.build_vector_index(self._table, rows)
-                ann.ensure_scalar_indexes(self._table)
+                self._build_index(rows)
                 self._has_index = True
                 return True
+            rows = state.indexed_rows + state.unindexed_rows
             fraction = self._settings.ann_rebuild_fraction
             if state.unindexed_rows > fraction * max(state.indexed_rows, 1):
                 # Index builds commit beside updates: no need to hold writes back.
                 log.info("rebuilding the ANN index over %d rows", rows)
-                ann.build_vector_index(self._table, rows)
-            elif state.unindexed_rows >= self._settings.ann_min_rows:
+                self._build_index(rows)
+            elif state.unindexed_rows >= min_rows:
                 self._optimize()
             else:
                 return False
             ann.ensure_scalar_indexes(self._table)
+            self._busy_since = None
             return True
 
-    def compact(self) -> None:
-        """Merge small files, fold new rows into the indexes, drop old table versions."""
+    def _build_index(self, rows: int) -> None:
+        """Compact, then train the vector index over the compacted files. The other order
+        costs a second build: compacting files that an index covers makes LanceDB remap the
+        index, which took as long as building it (30k rows in 300 small commits, 2 cores)."""
+        self._optimize()
+        ann.build_vector_index(self._table, rows)
+        ann.ensure_scalar_indexes(self._table)
+        self._compacted_version = self._table.version
+        self._busy_since = None
+
+    def _writes_busy(self) -> bool:
+        """True while the jobs should hold off: the commit thread wrote within
+        ``maintenance_idle_s``, and they have not held off for ``maintenance_max_defer_s``.
+        A build or a file rewrite competes with the writes for the cores and for LanceDB's
+        worker threads (a group commit waited for seconds behind a build); held off, it runs
+        once over everything the writes left, when they pause."""
+        s = self._settings
+        now = time.monotonic()
+        if now - self._last_write >= s.maintenance_idle_s:
+            self._busy_since = None
+            return False
+        if self._busy_since is None:
+            self._busy_since = now
+        return now - self._busy_since < s.maintenance_max_defer_s
+
+    def reindex(
+        self,
+        tenant: str,
+        namespaces: Sequence[str] = (),
+        *,
+        everything: bool = False,
+        batch_size: int = 256,
+    ) -> Iterator[tuple[int, int]]:
+        """Re-embed ``tenant``'s stored versions (in ``namespaces``, or all) whose vector is
+        stale: made by another model than the daemon's, or from another text than their
+        namespace's template gives now; every one with ``everything``. Yields (done, total)
+        after each batch, (0, total) first. Versions keep their number: only the vector, the
+        embedded text and the model name change, each batch in one commit."""
+        check_tenant(tenant)
+        if batch_size < 1:
+            raise InvalidArgument(f"batch_size must be at least 1, got {batch_size}")
+        where = f"{tenant_clause(tenant)} AND {VECTOR} IS NOT NULL"
+        if namespaces:
+            where += " AND namespace IN (" + ", ".join(quote(n) for n in namespaces) + ")"
+        rows = (
+            self._table.search()
+            .where(where)
+            .select([*self._light_columns, EMBED_TEXT, "embedding_model"])
+            .to_arrow()
+        )
+        model = self._embedder.model_name
+        stale: list[MemCube] = []
+        for cube, embedded, made_by in zip(
+            rows_to_cubes(rows.select(self._light_columns)),
+            rows[EMBED_TEXT].to_pylist(),
+            rows["embedding_model"].to_pylist(),
+            strict=True,
+        ):
+            if cube.plaintext is None:
+                continue
+            if everything or made_by != model or embedded != self._embed_text.render(cube):
+                stale.append(cube)
+        total = len(stale)
+        yield 0, total
+        for start in range(0, total, batch_size):
+            chunk = stale[start : start + batch_size]
+            vectors = self._embedder.embed([self._embed_text.render(c) for c in chunk])
+            fresh = {(c.tenant, c.id, c.version): v for c, v in zip(chunk, vectors, strict=True)}
+            self._call(functools.partial(self._rewrite_vectors, fresh))
+            yield min(total, start + batch_size), total
+
+    def _rewrite_vectors(self, fresh: dict[tuple[str, str, int], np.ndarray]) -> int:
+        """On the commit thread: the versions in ``fresh`` with their new vectors. They are
+        read again here, so an ``is_latest`` that an update cleared meanwhile stays cleared."""
+        keys = sorted({(t, i) for t, i, _ in fresh})
+        rows = (
+            self._table.search()
+            .where(ids_clause(keys))
+            .select(["is_latest", *self._columns])
+            .to_arrow()
+        )
+        latest = rows["is_latest"].to_pylist()
+        out: list[MemCube] = []
+        flags: list[bool] = []
+        for cube, is_latest in zip(
+            rows_to_cubes(rows.drop_columns(["is_latest"])), latest, strict=True
+        ):
+            vector = fresh.get((cube.tenant, cube.id, cube.version))
+            if vector is None or cube.plaintext is None:
+                continue  # another version of the cube, or deleted meanwhile
+            payload = cube.plaintext.model_copy(
+                update={
+                    "embedding": tuple(float(x) for x in vector),
+                    "embedding_model": self._embedder.model_name,
+                }
+            )
+            out.append(cube.model_copy(update={"plaintext": payload}))
+            flags.append(bool(is_latest))
+        self._merge(self._rows(out, flags))
+        return len(out)
+
+    def compact(self, *, defer_to_writes: bool = False) -> None:
+        """Merge small files, fold new rows into the indexes, drop old table versions.
+        Nothing to do (no commit since the last compaction, and no old version that may have
+        aged past the retention since): nothing happens. ``defer_to_writes``: see
+        ``refresh_index``."""
         with self._maintenance:
-            if not self._closed:
-                self._optimize()
+            if self._closed or (defer_to_writes and self._writes_busy()):
+                return
+            unchanged = self._table.version == self._compacted_version
+            retention = self._settings.version_retention_s
+            if unchanged and time.monotonic() - self._compacted_at < retention:
+                return
+            self._optimize()
+            self._busy_since = None
 
     def _optimize(self) -> None:
         """LanceDB's optimize, with updates and deletes held back while it rewrites files."""
@@ -834,6 +1075,8 @@ class PlaintextStore:
                 self._table.optimize(
                     cleanup_older_than=timedelta(seconds=self._settings.version_retention_s)
                 )
+            self._compacted_version = self._table.version
+            self._compacted_at = time.monotonic()
         finally:
             # Wake the commit thread: it runs the updates it held back.
             self._commits.submit(_CallJob(lambda: 0))
@@ -847,6 +1090,11 @@ class PlaintextStore:
                 self._closed = True
         self._embeds.close()
         self._commits.close()
+
+    def tenants(self) -> tuple[str, ...]:
+        """Every tenant with a cube in the table (the jobs cover them after a restart)."""
+        rows = self._table.search().where("is_latest").select(["tenant"]).to_arrow()
+        return tuple(sorted(pc.unique(rows["tenant"]).to_pylist())) if rows.num_rows else ()
 
 
 def _total_bytes(table: Table) -> int:
@@ -875,3 +1123,7 @@ def _decode_token(token: str) -> str:
     if not raw.startswith(_TOKEN_PREFIX) or not ID_PATTERN.match(raw[len(_TOKEN_PREFIX) :]):
         raise bad
     return raw[len(_TOKEN_PREFIX) :]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
