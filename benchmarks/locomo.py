@@ -188,8 +188,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--fusion",
         choices=("rrf", "convex"),
-        default="rrf",
-        help="the daemon's hybrid fusion (plaintext.fusion; default rrf, the daemon's default)",
+        default="convex",
+        help="the daemon's hybrid fusion (plaintext.fusion; default convex, the daemon's default)",
     )
     args = parser.parse_args(argv)
 

@@ -103,6 +103,10 @@ class EmbedSettings(BaseModel):
 class PlaintextSettings(BaseModel):
     uri: str | None = None  # default: <data_dir>/plaintext; `s3://bucket/prefix` in shared mode
     table: str = "cubes"
+    # How stale a read may be against commits made by OTHER processes on the same table (shared
+    # mode: several replicas, one URI). None: this process's own commits only (one daemon per
+    # table, no re-check cost); 0: check for a newer version on every read.
+    read_consistency_s: float | None = Field(None, ge=0)
     group_commit_max_rows: int = Field(1024, ge=1)
     group_commit_max_wait_ms: float = Field(2.0, ge=0)
     # Texts embedded in one model call: small enough that a batch's commit overlaps the
@@ -126,10 +130,14 @@ class PlaintextSettings(BaseModel):
     tombstone_retention_s: float = Field(7 * 24 * 3600.0, ge=0)
     # Search mode of a request that names none.
     search_mode: Literal["dense", "lexical", "hybrid"] = "hybrid"
-    # How hybrid search fuses the dense and lexical lists: "rrf", reciprocal rank fusion,
-    # 1 / (rrf_k + rank) with k = 60 as in Cormack et al. (2009); or "convex", the sum of
-    # min-max normalised scores with equal weights (Bruch et al. 2023).
-    fusion: Literal["rrf", "convex"] = "rrf"
+    # How hybrid search fuses the dense and lexical lists: "convex", the sum of min-max
+    # normalised scores with equal weights (Bruch et al. 2023), or "rrf", reciprocal rank
+    # fusion, 1 / (rrf_k + rank) with k = 60 (Cormack et al. 2009). Convex by default: when one
+    # ranker is much weaker (MiniLM against BM25 on conversational turns), RRF lets its ranks
+    # count as much as the stronger list's and lands below the stronger ranker alone, as
+    # measured on all ten LoCoMo conversations before any of this code existed; score gaps
+    # keep the weaker list's confident hits without its noise.
+    fusion: Literal["rrf", "convex"] = "convex"
     rrf_k: int = Field(60, ge=1)
     # Candidates each ranker hands to the fusion (and to the weighting below), at least k.
     fusion_depth: int = Field(50, ge=1)

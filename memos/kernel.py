@@ -370,8 +370,9 @@ class MemoryOS:
     ) -> list[SearchHit]:
         """The k best cubes for the query by ``mode`` (None: the configured default, hybrid
         unless changed): ``dense`` (cosine similarity of embeddings), ``lexical`` (BM25 over
-        the indexed text) or ``hybrid`` (reciprocal rank fusion of both). A query embedding,
-        when given, replaces the embedded query text; hybrid without a query text is dense."""
+        the indexed text) or ``hybrid`` (both, fused as ``plaintext.fusion`` says). A query
+        embedding, when given, replaces the embedded query text; hybrid without a query text is
+        dense."""
         principal.require("read")
         limits = self.settings.limits
         if not 1 <= k <= limits.max_k:

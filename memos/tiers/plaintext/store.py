@@ -33,8 +33,8 @@ tenant's rows through is first answered by over-fetching candidates and filterin
 least k survive, they are the top k of the filtered set. Otherwise, and for every selective
 filter, LanceDB prefilters (evaluates the filter, then searches only the rows that pass).
 ``find`` adds the lexical mode (BM25, always prefiltered) and the hybrid one: the top
-``fusion_depth`` of each ranker fused by reciprocal rank fusion, or by a convex combination of
-normalised scores (``ranking.py``).
+``fusion_depth`` of each ranker fused by a convex combination of normalised scores, or by
+reciprocal rank fusion (``plaintext.fusion``, ``ranking.py``).
 """
 
 from __future__ import annotations
@@ -189,7 +189,10 @@ class PlaintextStore:
         self._settings = settings
         self._dim = embedder.dim
         self._embed_text = EmbedText(settings.embed_templates)
-        self._db = lancedb.connect(uri)
+        rc = settings.read_consistency_s
+        self._db = lancedb.connect(
+            uri, read_consistency_interval=None if rc is None else timedelta(seconds=rc)
+        )
         self._table = self._open_table(uri, settings.table)
         self._schema = self._table.schema
         self._columns = read_columns(with_embedding=True)
@@ -763,7 +766,7 @@ class PlaintextStore:
     ) -> list[tuple[MemCube, float]]:
         """The k best latest, unexpired cubes passing ``flt``, best first, by ``mode``:
         ``dense`` (cosine similarity to ``vector``), ``lexical`` (BM25 of ``text``) or
-        ``hybrid`` (reciprocal rank fusion of the two; dense only when ``text`` is empty).
+        ``hybrid`` (the two fused, ``plaintext.fusion``; dense only when ``text`` is empty).
         Filters restrict the candidates before either ranker sees them."""
         if k < 1:
             raise InvalidArgument(f"k must be at least 1, got {k}")
