@@ -221,7 +221,7 @@ def _stale(kernel: MemoryOS, cube: MemCube) -> bool:
 
 def _build(kernel: MemoryOS, tenant: str, parents: list[MemCube]) -> tuple[MemCube, int, int]:
     """Prefill the canonical concatenation (reusing the stored prefix) and record the cube."""
-    from memos.tiers.activation.chunk import encode
+    from memos.migration import prefill
 
     tier = kernel.activation
     assert tier is not None
@@ -235,25 +235,12 @@ def _build(kernel: MemoryOS, tenant: str, parents: list[MemCube]) -> tuple[MemCu
         raise MemosError(f"{len(tokens)} tokens: shorter than one chunk")
     store = tier.store
     have = store.lookup(keys, namespace=namespace)
-    made = 0
-    if have < len(keys):
-        covered = list(tokens[: len(keys) * layout.chunk_tokens])
-        with tier.prefill_lock:
-            prefix = store.fetch(keys[:have], layout, namespace=namespace) if have else []
-            cache = engine.rebuild(prefix) if prefix else None
-            step = engine.feed(covered, cache)
-            tensors = engine.cut(step.cache, len(keys), first=len(prefix))
-        items = [
-            (key, encode(key, layout, kv))
-            for key, kv in zip(keys[len(prefix) :], tensors, strict=True)
-        ]
-        accepted = store.put_many(items, namespace=namespace)
-        made = len(items)
-        if any(not n for n in accepted) or store.lookup(keys, namespace=namespace) < len(keys):
-            raise ResourceExhausted(
-                "the activation levels did not keep a fused cube's chunks: raise "
-                "activation.ram_budget_bytes or disk_budget_bytes, or add Redis"
-            )
+    made = prefill(tier, tokens, keys, have, namespace) if have < len(keys) else 0
+    if made and store.lookup(keys, namespace=namespace) < len(keys):
+        raise ResourceExhausted(
+            "the activation levels did not keep a fused cube's chunks: raise "
+            "activation.ram_budget_bytes or disk_budget_bytes, or add Redis"
+        )
     now = utcnow()
     expiries = [p.expires_at for p in parents if p.expires_at is not None]
     record = MemCube(

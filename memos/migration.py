@@ -289,30 +289,7 @@ class Migrator:
     def _prefill(
         self, tokens: Sequence[int], keys: Sequence[bytes], have: int, namespace: bytes
     ) -> int:
-        """Compute and store chunks ``have..``, restarting from the stored prefix."""
-        engine = self._tier.engine()
-        layout = engine.layout
-        store = self._tier.store
-        # Only whole chunks are stored: the tokens after the last one are not worth computing.
-        covered = list(tokens[: len(keys) * layout.chunk_tokens])
-        with self._tier.prefill_lock:
-            prefix = store.fetch(keys[:have], layout, namespace=namespace) if have else []
-            cache = engine.rebuild(prefix) if prefix else None
-            step = engine.feed(covered, cache)
-            tensors = engine.cut(step.cache, len(keys), first=len(prefix))
-        items = [
-            (key, encode(key, layout, kv))
-            for key, kv in zip(keys[len(prefix) :], tensors, strict=True)
-        ]
-        accepted = store.put_many(items, namespace=namespace)
-        refused = sum(1 for n in accepted if not n)
-        if refused:
-            raise ResourceExhausted(
-                f"{refused} of {len(items)} chunks were accepted by no activation level "
-                "(RAM and disk full of pinned chunks or over budget, Redis unreachable): "
-                "raise the activation budgets, or retry once leases expire"
-            )
-        return len(items)
+        return prefill(self._tier, tokens, keys, have, namespace)
 
     # -- demotion ----------------------------------------------------------------------------
 
@@ -446,3 +423,32 @@ def _parent_of(cube: MemCube) -> str:
 
 def _keys_of(cube: MemCube) -> tuple[str, ...]:
     return cube.activation.chunk_keys if cube.activation is not None else ()
+
+
+def prefill(
+    tier: ActivationTier, tokens: Sequence[int], keys: Sequence[bytes], have: int, namespace: bytes
+) -> int:
+    """Compute and store chunks ``have..`` of ``keys``, restarting from the stored prefix;
+    the number of chunks stored."""
+    engine = tier.engine()
+    layout = engine.layout
+    store = tier.store
+    # Only whole chunks are stored: the tokens after the last one are not worth computing.
+    covered = list(tokens[: len(keys) * layout.chunk_tokens])
+    with tier.prefill_lock:
+        prefix = store.fetch(keys[:have], layout, namespace=namespace) if have else []
+        cache = engine.rebuild(prefix) if prefix else None
+        step = engine.feed(covered, cache)
+        tensors = engine.cut(step.cache, len(keys), first=len(prefix))
+    items = [
+        (key, encode(key, layout, kv)) for key, kv in zip(keys[len(prefix) :], tensors, strict=True)
+    ]
+    accepted = store.put_many(items, namespace=namespace)
+    refused = sum(1 for n in accepted if not n)
+    if refused:
+        raise ResourceExhausted(
+            f"{refused} of {len(items)} chunks were accepted by no activation level "
+            "(RAM and disk full of pinned chunks or over budget, Redis unreachable): "
+            "raise the activation budgets, or retry once leases expire"
+        )
+    return len(items)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TextColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -304,16 +304,8 @@ def train(
 
     --json prints {"adapter", "losses", "tokens", "seconds"} at the end.
     """
-    console = output.stderr()
-    progress = Progress(
-        TextColumn("training {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not console.is_terminal,
-    )
+    loss = TextColumn("loss {task.fields[loss]}")
+    progress = output.progress("training {task.description}", loss)
     result: Trained | None = None
     with connect(addr, token, tenant) as client:
         stream = AdapterClient(client).train(

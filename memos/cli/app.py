@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any, TextIO
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from memos import __version__
 from memos.cli import output
@@ -472,18 +471,6 @@ def tail(
     )
 
 
-def _progress() -> Progress:
-    console = output.stderr()
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not console.is_terminal,
-    )
-
-
 @contextlib.contextmanager
 def _open_out(path: str) -> Iterator[TextIO]:
     """stdout for "-"; else a file that appears under its name only once complete."""
@@ -532,7 +519,7 @@ def export(
         if not namespaces:
             by_state = client.stats().by_state
             total = sum(by_state.get(str(s), 0) for s in chosen)
-        with _progress() as progress, _open_out(path) as out:
+        with output.progress() as progress, _open_out(path) as out:
             task = progress.add_task("exporting", total=total)
             summary = export_cubes(
                 client,
@@ -598,7 +585,7 @@ def import_(
         mapping = (
             stack.enter_context(id_map.open("w", encoding="utf-8")) if id_map is not None else None
         )
-        progress = stack.enter_context(_progress())
+        progress = stack.enter_context(output.progress())
         task = progress.add_task("importing", total=total)
         summary = import_cubes(
             client,

@@ -11,6 +11,14 @@ from typing import Any
 import typer
 from rich.console import Console, Group
 from rich.panel import Panel
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -207,3 +215,22 @@ def event_line(event: ChangeEvent) -> Text:
     if event.cube is not None and event.cube.plaintext is not None:
         line.append("  " + preview(event.cube.text, 80))
     return line
+
+
+def progress(
+    description: str = "{task.description}",
+    *extra: ProgressColumn,
+    quiet: bool = False,
+) -> Progress:
+    """The commands' progress bar on stderr: off when stderr is not a terminal or ``quiet``
+    (--json), so scripts and pipes only ever see the result."""
+    console = stderr()
+    return Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *extra,
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet or not console.is_terminal,
+    )

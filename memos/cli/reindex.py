@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from memos.cli import output
 from memos.cli.exits import reports_errors
@@ -35,19 +34,8 @@ def reindex(
     one embedded. Versions keep their numbers; each batch is committed as it is done, so an
     interrupted run resumes where it stopped (--json: {"reindexed", "total"}).
     """
-    console = output.stderr()
     done, total = 0, 0
-    with (
-        connect(addr, token, tenant) as client,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=json_output or not console.is_terminal,
-        ) as progress,
-    ):
+    with connect(addr, token, tenant) as client, output.progress(quiet=json_output) as progress:
         task = progress.add_task("re-embedding", total=None)
         for done, total in client.reindex(namespaces or (), everything=everything):
             progress.update(task, completed=done, total=total)
