@@ -90,11 +90,7 @@ class EmbedSettings(BaseModel):
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = Field(64, ge=1)
     device: str = "cpu"
-    # Bulk model copies that embed parts of a batch side by side (90 MB each); 0: one per
-    # core, at most 4. Several single-threaded copies beat one copy on several OpenMP threads
-    # on a busy machine (memos/embed.py).
-    lanes: int = Field(0, ge=0)
-    threads: int = Field(0, ge=0)  # intra-op threads per bulk lane; 0: the cores / lanes
+    threads: int = Field(0, ge=0)  # intra-op threads for batches; 0: torch's default
     # Intra-op threads for a single query. One: on a busy machine, a query split over two
     # threads waits at every op for the one that lost its core (p99 x30 measured on 2 cores).
     query_threads: int = Field(1, ge=0)

