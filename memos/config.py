@@ -177,6 +177,10 @@ class EngineSettings(BaseModel):
     model_id: str | None = None
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # Hosts a Migrate with engine "vllm" may send its warm-up request to (engine_url comes from
+    # the caller: without a list, a writer could make the daemon call any address). Loopback
+    # fits the sidecar; list the vLLM service's host name in shared mode.
+    vllm_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
 
 
 class ParameterSettings(BaseModel):

@@ -146,7 +146,9 @@ class MemoryOS:
         from memos.tiers.activation.factory import open_tier
 
         kernel.activation = open_tier(settings)
-        kernel.migrator = Migrator(store, kernel.activation, kernel.events)
+        kernel.migrator = Migrator(
+            store, kernel.activation, kernel.events, vllm_hosts=settings.engine.vllm_hosts
+        )
         if settings.engine.model_path is not None:
             from memos.tiers.parameter.factory import open_adapters
 

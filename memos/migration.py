@@ -41,6 +41,7 @@ from memos.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     Unavailable,
 )
@@ -98,8 +99,10 @@ class Migrator:
         events: EventHub,
         *,
         vllm_store_wait_s: float = VLLM_STORE_WAIT_S,
+        vllm_hosts: Sequence[str] = ("127.0.0.1", "localhost", "::1"),
     ) -> None:
         self._plaintext = plaintext
+        self._vllm_hosts = frozenset(h.lower() for h in vllm_hosts)
         self._tier = tier
         self._events = events
         self._vllm_store_wait_s = vllm_store_wait_s
@@ -121,7 +124,8 @@ class Migrator:
             raise InvalidArgument("engine_url is for engine 'vllm' only")
         if to == Kind.ACTIVATION:
             if engine == "vllm":
-                return self.promote(caller, cube_id, vllm_url=_check_url(engine_url))
+                url = _check_url(engine_url, self._vllm_hosts)
+                return self.promote(caller, cube_id, vllm_url=url)
             return self.promote(caller, cube_id)
         if to == Kind.PLAINTEXT:
             return self.demote(caller, cube_id)
@@ -400,8 +404,9 @@ class Migrator:
         return self._locks[hash((tenant, cube_id)) % _LOCK_STRIPES]
 
 
-def _check_url(url: str) -> str:
-    """``url`` if it is an http(s) base URL, else INVALID_ARGUMENT saying so."""
+def _check_url(url: str, hosts: frozenset[str]) -> str:
+    """``url`` if it is an http(s) base URL on an allowed host; else INVALID_ARGUMENT or
+    PERMISSION_DENIED saying so."""
     if not url:
         raise InvalidArgument(
             "engine 'vllm' needs engine_url, the vLLM OpenAI server's base URL (http://host:port)"
@@ -411,6 +416,11 @@ def _check_url(url: str) -> str:
         raise InvalidArgument(
             f"engine_url {url!r} is not an http(s) URL: give the vLLM OpenAI server's base "
             "URL, e.g. http://127.0.0.1:8000"
+        )
+    if parts.hostname.lower() not in hosts:
+        raise PermissionDenied(
+            f"engine_url host {parts.hostname!r} is not in this daemon's engine.vllm_hosts "
+            f"({', '.join(sorted(hosts))}): an operator adds the vLLM server's host there"
         )
     return url
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from memos.errors import FailedPrecondition, InvalidArgument, Unavailable
+from memos.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable
 from tests.activation_api.conftest import StartKv
 from tests.activation_api.test_migrate import TEXT, Connect
 from tests.fixtures.daemon import free_port
@@ -25,6 +25,9 @@ def test_engine_and_url_errors_name_what_to_fix(start_kv: StartKv, connect: Conn
         kv.migrate(plain.id, to="activation", engine="vllm", engine_url="127.0.0.1:8000")
     with pytest.raises(InvalidArgument, match="for engine 'vllm' only"):
         kv.migrate(plain.id, to="activation", engine="hf", engine_url="http://127.0.0.1:1")
+    # engine_url comes from the caller: only the operator's hosts (loopback by default).
+    with pytest.raises(PermissionDenied, match=r"'10\.0\.0\.7' is not in .*engine\.vllm_hosts"):
+        kv.migrate(plain.id, to="activation", engine="vllm", engine_url="http://10.0.0.7:8000")
     down = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(Unavailable, match=f"cannot reach vLLM at {down}"):
         kv.migrate(plain.id, to="activation", engine="vllm", engine_url=down)
