@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
-from memos.cluster.connection import Outage
+from memos.cluster.connection import Outage, take_batch
 from memos.cluster.leader import Fence, current_fence
 from memos.config import ActivationSettings, ClusterSettings
 from memos.manager import Hint, PageRequest
@@ -261,18 +261,6 @@ class AccessLog:
                 extra={"dropped": total},
             )
 
-    def _take_batch(self) -> list[PageRequest | ChunkAccess]:
-        try:
-            batch = [self._outbox.get(timeout=0.2)]
-        except queue.Empty:
-            return []
-        while len(batch) < _BATCH:
-            try:
-                batch.append(self._outbox.get_nowait())
-            except queue.Empty:
-                break
-        return batch
-
     def _write_loop(self) -> None:
         flush_until: float | None = None  # on close, flush what is queued for a moment
         while True:
@@ -281,7 +269,7 @@ class AccessLog:
                     flush_until = time.monotonic() + 1.0
                 if self._outbox.empty() or time.monotonic() > flush_until:
                     return
-            batch = self._take_batch()
+            batch = take_batch(self._outbox, _BATCH)
             if not batch:
                 continue
             if time.monotonic() < self._down_until:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
+from typing import TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -51,3 +53,21 @@ class Outage:
         if self.down:
             self.down = False
             log.warning(f"Redis reachable again ({self.what})")
+
+
+T = TypeVar("T")
+
+
+def take_batch(outbox: queue.Queue[T], limit: int, wait_s: float = 0.2) -> list[T]:
+    """Up to ``limit`` queued items for one pipelined write: waits ``wait_s`` for the first
+    (so a writer thread idles without spinning), then takes what is already there."""
+    try:
+        batch = [outbox.get(timeout=wait_s)]
+    except queue.Empty:
+        return []
+    while len(batch) < limit:
+        try:
+            batch.append(outbox.get_nowait())
+        except queue.Empty:
+            break
+    return batch

@@ -20,7 +20,7 @@ from typing import cast
 
 import redis
 
-from memos.cluster.connection import Outage
+from memos.cluster.connection import Outage, take_batch
 from memos.config import ClusterSettings
 from memos.cube import from_proto, to_proto
 from memos.events import ChangeEvent, ChangeType, EventHub
@@ -118,18 +118,6 @@ class EventBridge:
                     extra={"dropped": self.dropped},
                 )
 
-    def _take_batch(self) -> list[ChangeEvent]:
-        try:
-            batch = [self._outbox.get(timeout=0.2)]
-        except queue.Empty:
-            return []
-        while len(batch) < _BATCH:
-            try:
-                batch.append(self._outbox.get_nowait())
-            except queue.Empty:
-                break
-        return batch
-
     def _write_loop(self) -> None:
         batch: list[ChangeEvent] = []
         # On close, keep flushing what is queued for a moment, then give up.
@@ -141,7 +129,7 @@ class EventBridge:
                 if (not batch and self._outbox.empty()) or time.monotonic() > flush_until:
                     return
             if not batch:
-                batch = self._take_batch()
+                batch = take_batch(self._outbox, _BATCH)
                 if not batch:
                     continue
             try:
