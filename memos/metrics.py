@@ -87,15 +87,12 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         )
 
 
-class _LevelCollector:
-    """The activation levels' own counters (hits, misses, evictions) as Prometheus samples.
-
-    The levels count for themselves; this reads them at scrape time from the one source the
-    server sets (the latest, when several servers share a process, as in tests).
-    """
+class _ScrapeCollector:
+    """Counters a component keeps for itself, read at scrape time from the one source the
+    server sets (the latest, when several servers share a process, as in tests)."""
 
     def __init__(self) -> None:
-        self.source: Callable[[], Sequence[Any]] | None = None
+        self.source: Callable[[], Any] | None = None
 
     def describe(self) -> list[Any]:
         return []
@@ -105,9 +102,20 @@ class _LevelCollector:
         if source is None:
             return
         try:
-            levels = source()
-        except Exception:  # a closed tier: nothing to report
+            counts = source()
+        except Exception:  # a closed tier or engine: nothing to report
             return
+        yield from self.families(counts)
+
+    def families(self, counts: Any) -> Iterator[CounterMetricFamily]:
+        raise NotImplementedError
+
+
+class _LevelCollector(_ScrapeCollector):
+    """The activation levels' own counters (hits, misses, evictions)."""
+
+    def families(self, counts: Any) -> Iterator[CounterMetricFamily]:
+        levels: Sequence[Any] = counts
         requests = CounterMetricFamily(
             "memos_kv_level_requests",
             "KV chunk look-ups per activation level, by outcome",
@@ -128,20 +136,11 @@ KV_LEVELS = _LevelCollector()
 REGISTRY.register(KV_LEVELS)
 
 
-class _SlotCollector:
-    """The engine's LoRA slots' counters (AdapterService.Request), read at scrape time."""
+class _SlotCollector(_ScrapeCollector):
+    """The engine's LoRA slots' counters (AdapterService.Request)."""
 
-    def __init__(self) -> None:
-        self.source: Callable[[], Any] | None = None
-
-    def describe(self) -> list[Any]:
-        return []
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        source = self.source
-        if source is None:
-            return
-        stats = source()
+    def families(self, counts: Any) -> Iterator[CounterMetricFamily]:
+        stats = counts
         requests = CounterMetricFamily(
             "memos_lora_slot_requests",
             "adapter page requests to the engine's LoRA slots, by outcome",
