@@ -188,12 +188,7 @@ class AdapterServicer(pb_grpc.AdapterServiceServicer):
         self, request: pb.GetAdapterRequest, context: grpc.ServicerContext
     ) -> pb.GetAdapterResponse:
         adapters, who = self._enter(context)
-        if request.id:
-            if request.name or request.version:
-                raise InvalidArgument("name an adapter by id, or by name and version: not both")
-            record = adapters.get_by_id(who, request.id)
-        else:
-            record = adapters.get(who, request.name, request.version or None)
+        record = _resolve(adapters, who, request.id, request.name, request.version)
         return pb.GetAdapterResponse(adapter=adapter_to_proto(record))
 
     @unary
@@ -284,12 +279,7 @@ class AdapterServicer(pb_grpc.AdapterServiceServicer):
         from memos.tiers.parameter.names import ADAPTER_FILES
 
         adapters, who = self._enter(context)
-        if request.id:
-            if request.name or request.version:
-                raise InvalidArgument("name an adapter by id, or by name and version: not both")
-            record = adapters.get_by_id(who, request.id)
-        else:
-            record = adapters.get(who, request.name, request.version or None)
+        record = _resolve(adapters, who, request.id, request.name, request.version)
         # Open both files before the first message: a version deleted meanwhile fails here,
         # not halfway through the stream.
         folder = Path(record.path)
@@ -305,3 +295,14 @@ class AdapterServicer(pb_grpc.AdapterServiceServicer):
         finally:
             for _, f in files:
                 f.close()
+
+
+def _resolve(
+    adapters: AdapterCubes, who: Principal, adapter_id: str, name: str, version: int
+) -> AdapterRecord:
+    """The adapter a Get or Download names: by id, or by name and version (0: the latest)."""
+    if adapter_id:
+        if name or version:
+            raise InvalidArgument("name an adapter by id, or by name and version: not both")
+        return adapters.get_by_id(who, adapter_id)
+    return adapters.get(who, name, version or None)
