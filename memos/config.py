@@ -210,6 +210,10 @@ class ParameterSettings(BaseModel):
     vllm_timeout_s: float = Field(60.0, gt=0)
     # Where vLLM sees this daemon's adapter directory (`dir`), when it mounts it elsewhere.
     vllm_adapters_dir: Path | None = None
+    # How often the daemon checks what vLLM serves (GET /v1/models) against its slots: a
+    # restarted server is reloaded on demand, adapters vLLM's resolver loaded take a slot.
+    # 0: only after a failed call to vLLM.
+    vllm_resync_s: float = Field(10.0, ge=0)
 
     @model_validator(mode="after")
     def _vllm_needs_url(self) -> ParameterSettings:

@@ -292,6 +292,7 @@ class AdapterServicer(pb_grpc.AdapterServiceServicer):
             for name, f in files:
                 while block := f.read(DOWNLOAD_CHUNK_BYTES):
                     yield pb.DownloadAdapterResponse(chunk=pb.FileChunk(file=name, data=block))
+            adapters.sent_to_engine(by_name=not request.id)
         finally:
             for _, f in files:
                 f.close()

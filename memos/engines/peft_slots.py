@@ -29,3 +29,6 @@ class PeftLoRASlots:
     def unload(self, key: str) -> None:
         if key in self.engine.loaded:
             self.engine.unload(key)
+
+    def served(self) -> tuple[str, ...]:
+        return self.engine.loaded

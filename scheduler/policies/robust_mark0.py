@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from scheduler.policies._structs import check_size
+from scheduler.policies.robust import discount
 from scheduler.policy import HIT, MISS, REJECTED, Key, Outcome, Policy
 
 # Where a key is, in the low bits of its code (the size is ``code >> 4``).
@@ -29,8 +30,8 @@ _HIT_ZERO = _LRU | _ZEROS | _REAL
 class RobustMark0(Policy):
     """Lazy deterministic Mark0 made robust by following LRU when LRU did better lately.
 
-    Costs are compared over a sliding window of the last ``window`` requests on which a
-    shadow missed (two half-windows; ``None``: cumulative); the leader changes when its
+    Costs are discounted, halving every ``window / 2`` requests on which a shadow missed
+    (``None``: cumulative; see ``FollowTheBetter`` for why); the leader changes when its
     cost exceeds ``lam`` times the other's plus ``margin``.
     """
 
@@ -70,20 +71,22 @@ class RobustMark0(Policy):
         # Unpinned real keys that Mark0 (resp. LRU) does not hold, in the order it dropped them.
         self._x_mark0: OrderedDict[Key, None] = OrderedDict()
         self._x_lru: OrderedDict[Key, None] = OrderedDict()
-        # Windowed costs: [previous half, current half] per shadow.
-        self._half = 0 if window is None else window // 2
-        self._tick = self._half
-        self._mark0_cost = [0.0, 0.0]
-        self._lru_cost = [0.0, 0.0]
+        # Discounted costs per shadow.
+        self._decay = discount(window)
+        self._mark0_cost = 0.0
+        self._lru_cost = 0.0
         #: 0 while following Mark0, 1 while following LRU.
         self.leader = 0
         #: How many times the leader changed (a health signal for the predictor).
         self.switches = 0
+        # This request's costs, not yet added (the general path).
+        self._new_lru = 0.0
+        self._new_mark0 = 0.0
         self._missed = False
 
     def costs(self) -> tuple[float, float]:
-        """The windowed costs of the Mark0 and the LRU shadow."""
-        return (sum(self._mark0_cost), sum(self._lru_cost))
+        """The discounted costs of the Mark0 and the LRU shadow."""
+        return (self._mark0_cost, self._lru_cost)
 
     def request(
         self, key: Key, size: int = 1, cost: float = 1.0, bit: int | None = None
@@ -131,12 +134,13 @@ class RobustMark0(Policy):
         budget = self.budget
         codes, pins = self._code, self._pins
         missed = False
+        new_lru = new_mark0 = 0.0
         # Shadow LRU.
         if flags & _LRU:
             self._lru.move_to_end(key)
         else:
             missed = True
-            self._lru_cost[1] += cost
+            new_lru = cost
             lru = self._lru
             lru[key] = None
             flags |= _LRU
@@ -170,7 +174,7 @@ class RobustMark0(Policy):
                 flags ^= _MARK0
         else:
             missed = True
-            self._mark0_cost[1] += cost
+            new_mark0 = cost
             need = self._mark0_used + size - budget
             if need > 0:
                 ones, zeros, extra = self._ones, self._zeros, self._x_mark0
@@ -193,18 +197,14 @@ class RobustMark0(Policy):
             if flags & _REAL:
                 self._x_mark0.pop(key, None)
         if missed:
-            if self._half:
-                self._tick -= 1
-                if not self._tick:
-                    self._tick = self._half
-                    self._mark0_cost = [self._mark0_cost[1], 0.0]
-                    self._lru_cost = [self._lru_cost[1], 0.0]
-            a, b = self._mark0_cost, self._lru_cost
+            g = self._decay
+            a = self._mark0_cost = self._mark0_cost * g + new_mark0
+            b = self._lru_cost = self._lru_cost * g + new_lru
             if self.leader == 0:
-                if a[0] + a[1] > self.lam * (b[0] + b[1]) + self.margin:
+                if a > self.lam * b + self.margin:
                     self.leader = 1
                     self.switches += 1
-            elif b[0] + b[1] > self.lam * (a[0] + a[1]) + self.margin:
+            elif b > self.lam * a + self.margin:
                 self.leader = 0
                 self.switches += 1
         # The real cache.
@@ -260,12 +260,10 @@ class RobustMark0(Policy):
         flags = self._serve_lru(key, flags, old, size, cost)
         flags = self._serve_mark0(key, flags, old, size, cost, bit)
         if self._missed:
-            if self._half:
-                self._tick -= 1
-                if not self._tick:
-                    self._tick = self._half
-                    self._mark0_cost = [self._mark0_cost[1], 0.0]
-                    self._lru_cost = [self._lru_cost[1], 0.0]
+            g = self._decay
+            self._mark0_cost = self._mark0_cost * g + self._new_mark0
+            self._lru_cost = self._lru_cost * g + self._new_lru
+            self._new_mark0 = self._new_lru = 0.0
             self._follow()
         if flags & _REAL:
             outcome = HIT if old == size else self._resize_real(key, flags, old, size)
@@ -309,7 +307,7 @@ class RobustMark0(Policy):
                 return flags
             self._lru_used += size - old  # a resize: a hit unless it no longer fits
         else:
-            self._lru_cost[1] += cost
+            self._new_lru += cost
             self._missed = True
             if size <= self.budget:
                 lru[key] = None
@@ -319,7 +317,7 @@ class RobustMark0(Policy):
             if flags & _LRU:
                 del lru[key]
                 self._lru_used -= size
-                self._lru_cost[1] += cost
+                self._new_lru += cost
                 self._missed = True
                 flags &= ~_LRU
             if flags & _REAL and key not in self._pins:
@@ -353,10 +351,10 @@ class RobustMark0(Policy):
             self._mark0_used -= old
             flags &= ~_MARK0
             if size > self.budget:
-                self._mark0_cost[1] += cost
+                self._new_mark0 += cost
                 self._missed = True
         else:
-            self._mark0_cost[1] += cost
+            self._new_mark0 += cost
             self._missed = True
         if size > self.budget:
             if flags & _REAL and key not in self._pins:
@@ -381,8 +379,7 @@ class RobustMark0(Policy):
         return flags | flag
 
     def _follow(self) -> None:
-        a = self._mark0_cost[0] + self._mark0_cost[1]
-        b = self._lru_cost[0] + self._lru_cost[1]
+        a, b = self._mark0_cost, self._lru_cost
         if self.leader == 0:
             if a > self.lam * b + self.margin:
                 self.leader = 1

@@ -16,6 +16,7 @@ from memos.client_adapters import AdapterInfo
 from memos.errors import InvalidArgument, NotFound
 from memos.integrations.vllm.lora_resolver import (
     AdapterResolver,
+    ResolverError,
     ResolverSettings,
     parse_lora_name,
 )
@@ -116,6 +117,10 @@ def test_content_that_fails_its_checks_is_never_written(
     with pytest.raises(InvalidArgument, match="validated against base model"):
         other_model.materialise(info, files)
     assert other_model.resolve("checked") is None
+    with pytest.raises(ResolverError, match=r"this engine cannot serve it: .*base model") as err:
+        other_model.resolve("checked", raise_errors=True)
+    assert err.value.status == 422
+    assert other_model.resolve("unknown", raise_errors=True) is None  # vLLM's own 404
 
     # A damaged cached copy is replaced whole, never served.
     good = res.materialise(info, files)
@@ -135,6 +140,9 @@ def test_a_daemon_out_of_reach_resolves_nothing_and_says_why(
     with caplog.at_level(logging.ERROR, logger="memos.integrations.vllm.lora_resolver"):
         assert res.resolve("tone") is None
     assert f"through memosd at {addr}" in caplog.text
+    with pytest.raises(ResolverError, match="MEMOS_VLLM_RESOLVER_DAEMON") as err:
+        res.resolve("tone", raise_errors=True)
+    assert err.value.status == 503 and f"memosd at {addr} did not answer" in err.value.message
     res.close()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,7 +28,7 @@ from memos.engines.peft_slots import PeftLoRASlots
 from memos.engines.vllm_lora import VLLMLoRASlots, driver_from_settings
 from memos.errors import FailedPrecondition, InvalidArgument, Unavailable
 from memos.tiers.parameter.record import AdapterRecord
-from memos.tiers.parameter.slots import AdapterSlots
+from memos.tiers.parameter.slots import AdapterSlots, Resync
 from memos.tiers.parameter.store import AdapterStore
 from tests.fixtures.adapters import random_adapter, write_adapter
 from tests.fixtures.daemon import free_port, start_server
@@ -36,12 +37,12 @@ from tests.fixtures.daemon import free_port, start_server
 class LoRAServer:
     """vLLM's runtime LoRA endpoints over real HTTP, with the same answers."""
 
-    def __init__(self, *, runtime_updates: bool = True) -> None:
+    def __init__(self, *, runtime_updates: bool = True, port: int = 0) -> None:
         self.served: dict[str, str] = {}
         self.calls: list[tuple[str, str]] = []
         self.fail_with: int | None = None  # answer every call with this status
         self.runtime_updates = runtime_updates
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
@@ -257,6 +258,84 @@ def test_the_daemon_drives_vllm_for_page_requests(
     finally:
         client.close()
         handle.server.stop(grace_s=1)
+
+
+def test_a_restarted_server_is_caught_up_after_a_failed_call(
+    lora_server: LoRAServer, adapter_store: AdapterStore
+) -> None:
+    recs = records(adapter_store, 2)
+    slots = AdapterSlots(2, "lru", driver=VLLMLoRASlots(lora_server.url, timeout_s=5))
+    slots.serve(recs[0])
+    port = int(lora_server.url.rsplit(":", 1)[1])
+    lora_server.close()  # vLLM goes down...
+    with pytest.raises(Unavailable, match="unreachable"):
+        slots.serve(recs[1])
+    assert recs[0].id in slots  # the daemon still believes it is loaded
+    restarted = LoRAServer(port=port)  # ...and comes back serving nothing
+    try:
+        # Without a resync this would be a hit that the server cannot serve.
+        decision = slots.serve(recs[0])
+        assert not decision.hit and decision.load == recs[0].id
+        assert set(restarted.served) == {recs[0].id}
+        assert slots.resyncs == 1
+    finally:
+        restarted.close()
+
+
+def test_the_background_resync_notices_a_restart(
+    lora_server: LoRAServer, adapter_store: AdapterStore
+) -> None:
+    recs = records(adapter_store, 2)
+    slots = AdapterSlots(2, "lru", driver=VLLMLoRASlots(lora_server.url))
+    for rec in recs:
+        slots.serve(rec)
+    slots.start_resync(0.05)
+    try:
+        time.sleep(0.3)
+        assert all(rec.id in slots for rec in recs)  # nothing changed: nothing dropped
+        lora_server.served.clear()  # what a restarted server serves
+        deadline = time.monotonic() + 10
+        while any(rec.id in slots for rec in recs) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(slots) == 0
+        assert slots.serve(recs[1]).load == recs[1].id
+        assert set(lora_server.served) == {recs[1].id}
+    finally:
+        slots.close()
+
+
+def test_resync_converges_both_ways(lora_server: LoRAServer, adapter_store: AdapterStore) -> None:
+    recs = records(adapter_store, 4)
+    driver = VLLMLoRASlots(lora_server.url)
+    slots = AdapterSlots(2, "lru", driver=driver)
+    slots.serve(recs[0])
+    # A version id the daemon holds no slot for (a previous run of the daemon loaded it),
+    # and a name vLLM's resolver loaded (the daemon sent it the files).
+    driver.load(recs[3].id, recs[3])
+    lora_server.served["tone"] = "/cache/sha256/" + recs[2].digest
+    assert slots.resync() == Resync(adopted=("tone",), unloaded=(recs[3].id,))
+    assert "tone" in slots and set(lora_server.served) == {recs[0].id, "tone"}
+    assert slots.resync() == Resync()  # converged
+    # The resolver's adapter holds a slot like any other: LRU evicts it in its turn.
+    assert slots.serve(recs[1]).unload == (recs[0].id,)
+    assert slots.serve(recs[2]).unload == ("tone",)
+    assert set(lora_server.served) == {recs[1].id, recs[2].id}
+    # Lost on the server side: dropped from the policy, loaded again on the next request.
+    del lora_server.served[recs[1].id]
+    assert slots.resync() == Resync(lost=(recs[1].id,))
+    assert slots.serve(recs[2]).hit and not slots.serve(recs[1]).hit
+
+
+def test_an_adapter_without_a_free_slot_is_unloaded(
+    lora_server: LoRAServer, adapter_store: AdapterStore
+) -> None:
+    (rec,) = records(adapter_store, 1)
+    slots = AdapterSlots(1, "lru", driver=VLLMLoRASlots(lora_server.url))
+    slots.serve(rec)
+    slots.pin(rec.id)
+    lora_server.served["tone"] = "/cache/x"
+    assert slots.resync() == Resync(unloaded=("tone",))
+    assert set(lora_server.served) == {rec.id}
 
 
 def test_a_vllm_engine_needs_its_url() -> None:

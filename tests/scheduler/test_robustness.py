@@ -101,10 +101,10 @@ def test_one_sided_noise_sweeps_stay_within_the_coefficients(folder: str) -> Non
 
 ROBUST = {
     # (folder, flip p): (robust-mark0, robust-mark-predict) total misses
-    ("brightkite", 0.5): (28_905, 28_898),
-    ("brightkite", 1.0): (28_911, 28_906),
-    ("citibike", 0.5): (144_568, 144_708),
-    ("citibike", 1.0): (144_567, 144_592),
+    ("brightkite", 0.5): (28_892, 28_893),
+    ("brightkite", 1.0): (28_911, 28_905),
+    ("citibike", 0.5): (144_568, 144_659),
+    ("citibike", 1.0): (144_567, 144_588),
 }
 
 

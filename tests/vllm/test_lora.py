@@ -3,7 +3,8 @@ HTTP, and memos's LoRA resolver inside that server fetches unknown adapters from
 
 One real ``vllm.entrypoints.openai.api_server`` process for the module (runtime LoRA
 updating on, two slots, max rank 8), one real daemon whose slot policy is LRU with k = 2
-and whose ``parameter.engine`` is that server. Adapters are random rank-8 PEFT adapters.
+and whose ``parameter.engine`` is that server, checked against it every half second.
+Adapters are random rank-8 PEFT adapters. The last test restarts the server.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,20 @@ class Setup:
     adapters: AdapterClient
     work: Path
     cache: Path
+    #: Stop the vLLM server and start a new one on the same port (it serves no adapter).
+    restart: Callable[[], None]
+
+    def slots(self) -> Any:
+        adapters = self.daemon.server.kernel().parameter
+        assert adapters is not None
+        return adapters.slots
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
 
 
 def _post(url: str, body: dict[str, Any], timeout: float = 120) -> tuple[int, dict[str, Any]]:
@@ -86,7 +101,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     daemon = start_daemon(
         work / "memosd",
         engine={"model_path": model_dir},
-        parameter={"engine": "vllm", "vllm_url": url, "slots": SLOTS, "policy": "lru"},
+        parameter={
+            "engine": "vllm",
+            "vllm_url": url,
+            "slots": SLOTS,
+            "policy": "lru",
+            "vllm_resync_s": 0.5,
+        },
     )
     cache = work / "resolver-cache"
     env = {
@@ -105,10 +126,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         "--enable-lora", "--max-loras", str(SLOTS), "--max-cpu-loras", str(SLOTS),
         "--max-lora-rank", "8",
     ]  # fmt: skip
-    log = (work / "server.log").open("wb")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-    client = MemosClient(daemon.addr, token=TOKENS["acme"])
-    try:
+    log = (work / "server.log").open("ab")
+    running: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        running.append(proc)
         deadline = time.monotonic() + 900  # a busy 2-core machine is slow to start it
         while True:
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -117,17 +140,31 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             try:
                 with urllib.request.urlopen(url + "/health", timeout=1) as r:
                     if r.status == 200:
-                        break
+                        return
             except OSError:
                 time.sleep(0.5)
-        yield Setup(url, daemon, AdapterClient(client), work, cache)
+
+    def stop() -> None:
+        while running:
+            proc = running.pop()
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def restart() -> None:
+        stop()
+        start()
+
+    client = MemosClient(daemon.addr, token=TOKENS["acme"])
+    try:
+        start()
+        yield Setup(url, daemon, AdapterClient(client), work, cache, restart)
     finally:
         client.close()
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop()
         log.close()
         daemon.stop()
 
@@ -229,3 +266,49 @@ def test_an_adapter_vllm_cannot_serve_is_failed_precondition(setup: Setup) -> No
     with pytest.raises(FailedPrecondition):
         s.adapters.request("too-big")
     s.adapters.delete("too-big")
+
+
+def test_an_adapter_the_resolver_loaded_takes_a_slot_and_is_evicted(setup: Setup) -> None:
+    s = setup
+    register(s, "resolved-b", seed=6)
+    others = [register(s, f"other-{i}", seed=7 + i) for i in range(SLOTS)]
+    status, by_name = complete(s.url, "resolved-b")
+    assert status == 200, by_name
+    # The resolver downloaded it from the daemon: the daemon takes it in at a resync.
+    wait_until(lambda: "resolved-b" in s.slots())
+    assert "resolved-b" in served(s.url)
+    # It holds one of the k slots like any adapter: the daemon's LRU evicts it in turn,
+    # and vLLM stops serving it.
+    unloaded: list[str] = []
+    for i in range(SLOTS):
+        unloaded += s.adapters.request(f"other-{i}").unload
+    assert "resolved-b" in unloaded
+    assert served(s.url) == set(others)
+    # Asked for again, the resolver loads it again, with the same output.
+    assert complete(s.url, "resolved-b") == (200, by_name)
+    wait_until(lambda: "resolved-b" in s.slots())
+    # Deleted: the daemon's next decision unloads it under its name too.
+    s.adapters.delete("resolved-b")
+    s.adapters.request("other-0")
+    assert "resolved-b" not in served(s.url)
+    for i in range(SLOTS):
+        s.adapters.delete(f"other-{i}")
+
+
+def test_a_restarted_server_is_caught_up(setup: Setup) -> None:
+    s = setup
+    key = register(s, "survivor", seed=9)
+    assert s.adapters.request("survivor").load
+    status, tuned = complete(s.url, key)
+    assert status == 200
+    s.restart()
+    assert served(s.url) == set()
+    status, body = complete(s.url, key)
+    assert status == 404, body
+    # The daemon's background check finds the server without the adapter and drops it,
+    # so the next page request loads it again instead of answering a hit.
+    wait_until(lambda: key not in s.slots())
+    page = s.adapters.request("survivor")
+    assert page.load and not page.hit
+    assert complete(s.url, key) == (200, tuned)
+    s.adapters.delete("survivor")

@@ -34,3 +34,13 @@ def test_register_makes_the_connector_name_resolvable() -> None:
     register()  # every vLLM process calls it; twice must not fail
     config = KVTransferConfig(kv_connector=CONNECTOR_NAME, kv_role="kv_both")
     assert KVConnectorFactory.get_connector_class(config) is MemCubeKVConnector
+
+
+def test_a_resolver_error_reaches_the_client_with_its_status_and_advice() -> None:
+    from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
+
+    from memos.integrations.vllm.lora_resolver import ResolverError, http_error
+
+    advice = "memosd at 127.0.0.1:1 did not answer: check MEMOS_VLLM_RESOLVER_DAEMON"
+    response = create_error_response(http_error(ResolverError(advice, 503)))
+    assert response.error.code == 503 and response.error.message == advice

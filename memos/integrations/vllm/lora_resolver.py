@@ -23,6 +23,13 @@ Settings come from the environment of the vLLM process (``MEMOS_VLLM_RESOLVER_*`
 daemon without tokens), ``CACHE_DIR``, ``BASE_MODEL`` (the daemon's base model fingerprint
 the adapters must carry), ``TIMEOUT_S``, ``MAX_BYTES``, ``ENABLED``.
 
+A name the daemon does not have is answered None (vLLM's 404 "does not exist"). Any other
+failure (the daemon out of reach, credentials refused, content that fails its checks) is
+answered with an HTTP error whose message says what to fix, instead of that 404.
+
+The daemon learns what the resolver loaded: a Download by name makes its adapter slots
+check what vLLM serves soon after, and take the adapter in (``AdapterSlots.resync``).
+
 This module imports vLLM only in :func:`register_resolver`; :class:`AdapterResolver` (the
 whole logic) runs without it.
 """
@@ -44,7 +51,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from memos.errors import InvalidArgument, MemosError, NotFound
+from memos.errors import (
+    InvalidArgument,
+    MemosError,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
 from memos.ids import is_valid_id
 from memos.tiers.parameter.names import (
     ADAPTER_FILES,
@@ -106,6 +120,35 @@ class ResolverSettings(BaseModel):
         return self.token.get_secret_value() if self.token is not None else None
 
 
+class ResolverError(Exception):
+    """Why a name could not be resolved, for vLLM's client: ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def explain(lora_name: str, daemon: str, exc: MemosError) -> ResolverError:
+    """The client's error for a failed resolution: what went wrong and what to fix."""
+    head = f"memos LoRA resolver: cannot resolve adapter {lora_name!r}"
+    if isinstance(exc, Unavailable):
+        return ResolverError(
+            f"{head}: memosd at {daemon} did not answer ({exc}). Check that memosd is up and "
+            "that MEMOS_VLLM_RESOLVER_DAEMON in the vLLM server's environment points at it",
+            503,
+        )
+    if isinstance(exc, Unauthenticated | PermissionDenied):
+        return ResolverError(
+            f"{head}: memosd at {daemon} refused the resolver's credentials ({exc}). Set "
+            "MEMOS_VLLM_RESOLVER_TOKEN or _TOKEN_FILE to a token with the read scope",
+            500,
+        )
+    if isinstance(exc, InvalidArgument):
+        return ResolverError(f"{head}: this engine cannot serve it: {exc}", 422)
+    return ResolverError(f"{head}: {type(exc).__name__}: {exc}", 500)
+
+
 @dataclass(frozen=True, slots=True)
 class Resolved:
     """An adapter version materialised for the engine."""
@@ -164,11 +207,12 @@ class AdapterResolver:
                 )
             return AdapterClient(self._client)
 
-    def resolve(self, lora_name: str) -> Resolved | None:
+    def resolve(self, lora_name: str, *, raise_errors: bool = False) -> Resolved | None:
         """The adapter ``lora_name`` names, materialised; None when the daemon has none.
 
         A daemon that cannot be reached, or content that fails its checks, is logged and
-        answered None too: vLLM then tells the client the model does not exist.
+        answered None too, or with ``raise_errors`` raised as a :class:`ResolverError`
+        that says what to fix (what vLLM's client then sees).
         """
         parsed = parse_lora_name(lora_name)
         if parsed is None:
@@ -186,6 +230,8 @@ class AdapterResolver:
                 self.settings.daemon,
                 exc,
             )
+            if raise_errors:
+                raise explain(lora_name, self.settings.daemon, exc) from None
             return None
         log.info("memos LoRA resolver: %r is %s (%s) at %s", lora_name, info.ref, info.id, path)
         return Resolved(lora_name, path, info)
@@ -283,7 +329,10 @@ def register_resolver(settings: ResolverSettings | None = None) -> bool:
     class MemosLoRAResolver(LoRAResolver):  # type: ignore[misc]  # vLLM is untyped here
         async def resolve_lora(self, base_model_name: str, lora_name: str) -> LoRARequest | None:
             # The gRPC download blocks: keep it off the server's event loop.
-            done = await asyncio.to_thread(resolver.resolve, lora_name)
+            try:
+                done = await asyncio.to_thread(resolver.resolve, lora_name, raise_errors=True)
+            except ResolverError as exc:
+                raise http_error(exc) from None
             if done is None:
                 return None
             return LoRARequest(
@@ -292,3 +341,16 @@ def register_resolver(settings: ResolverSettings | None = None) -> bool:
 
     LoRAResolverRegistry.register_resolver(RESOLVER_NAME, MemosLoRAResolver())
     return True
+
+
+def http_error(exc: ResolverError) -> Exception:
+    """``exc`` as the error vLLM's server answers with its status and message (vLLM's
+    ``GracefulHTTPError``; a plain RuntimeError, a 500, where vLLM lacks it)."""
+    from http import HTTPStatus
+
+    try:
+        from vllm.exceptions import GracefulHTTPError
+    except ImportError:
+        return RuntimeError(exc.message)
+    error: Exception = GracefulHTTPError(exc.message, HTTPStatus(exc.status))
+    return error

@@ -211,6 +211,14 @@ class AdapterCubes:
             if self.slots.remove(record.id):
                 with self._orphans_lock:
                     self._orphans.append(record.id)
+            if self.slots.driver is not None:
+                # vLLM's resolver serves versions under their names ("name", "name@vN"),
+                # whether or not a resync took them in yet: a deleted version must not stay
+                # served under either (a name is resolved anew on its next use).
+                for key in (record.name, f"{record.name}@v{record.version}"):
+                    self.slots.remove(key)
+                    with self._orphans_lock:
+                        self._orphans.append(key)
         return dropped
 
     # -- fusion ----------------------------------------------------------------------------
@@ -373,10 +381,17 @@ class AdapterCubes:
             applied=True,
         )
 
+    def sent_to_engine(self, by_name: bool) -> None:
+        """An adapter was downloaded (AdapterService.Download): by name, that is vLLM's
+        resolver about to serve it; the slots take it in at their next resync, soon."""
+        if by_name and self.slots.driver is not None:
+            self.slots.resync_soon()
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
         """Cancel the training runs in progress and wait a moment for them to stop."""
+        self.slots.close()
         with self._jobs_lock:
             jobs = list(self._jobs)
         for job in jobs:

@@ -106,10 +106,11 @@ def open_adapters(kernel: MemoryOS) -> AdapterCubes | None:
     tier = build_tier(settings)
     if tier is None:
         return None
-    slots = AdapterSlots(
-        settings.parameter.slots, settings.parameter.policy, driver=slot_driver(settings)
-    )
-    return AdapterCubes(kernel, tier, slots, settings.parameter)
+    p = settings.parameter
+    slots = AdapterSlots(p.slots, p.policy, driver=slot_driver(settings))
+    if slots.driver is not None and p.vllm_resync_s > 0:
+        slots.start_resync(p.vllm_resync_s)
+    return AdapterCubes(kernel, tier, slots, p)
 
 
 def slot_driver(settings: Settings) -> SlotDriver | None:

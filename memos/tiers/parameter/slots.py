@@ -15,20 +15,35 @@ With a ``driver`` (a :class:`SlotDriver`: the peft engine's or a vLLM server's s
 ``serve`` also carries the decision out, so the daemon itself keeps the engine in step with
 the policy. Decisions and their execution are serialised; a failed load is taken back from
 the policy, and an unload that failed is retried before the next decision is carried out.
+
+``resync`` brings the policy's view and the engine back together: what the engine no
+longer serves (a vLLM server that restarted serves nothing) is dropped from the policy, so
+that its next request is a miss that loads it again, rather than a hit the engine cannot
+serve; a version id the engine serves but the policy does not hold (an unload that failed,
+a previous daemon run) is unloaded; any other name the engine serves was loaded by vLLM's
+LoRA resolver (``memos.integrations.vllm.lora_resolver``) and is taken in as a page
+request, so it occupies a slot and the policy's evictions unload it too. It runs after a
+driver call failed (before the next decision), and every ``parameter.vllm_resync_s`` s in a
+background thread (``start_resync``), which ``resync_soon`` wakes early.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from memos.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from memos.errors import FailedPrecondition, InvalidArgument, MemosError, ResourceExhausted
+from memos.ids import is_valid_id
 from memos.tiers.parameter.record import AdapterRecord
 from scheduler.policy import Policy
 from scheduler.predict.learned import BitPredictor, LearnedConfig
 from scheduler.registry import make_policy, policy_info
+
+log = logging.getLogger(__name__)
 
 DEFAULT_POLICY = "robust-mark0"
 
@@ -58,6 +73,22 @@ class SlotDriver(Protocol):
     def unload(self, key: str) -> None:
         """Stop serving ``key`` and free its slot."""
         ...
+
+    def served(self) -> Collection[str]:
+        """The adapter names the engine serves now."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """What ``AdapterSlots.resync`` changed."""
+
+    #: Keys the policy held that the engine no longer served: dropped from the policy.
+    lost: tuple[str, ...] = ()
+    #: Names the engine served that the daemon had not loaded (vLLM's resolver): taken in.
+    adopted: tuple[str, ...] = ()
+    #: Names unloaded from the engine (no slot for them in the policy).
+    unloaded: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -110,6 +141,17 @@ class AdapterSlots:
         # Keys the engine may still serve although the policy no longer holds them (an
         # unload that failed): unloaded before the next decision is carried out.
         self._stale: list[str] = []
+        # What the daemon believes the engine serves (driver mode): the policy's keys plus
+        # the stale ones. ``resync`` checks it against the engine.
+        self._engine: set[str] = set()
+        # A driver call failed: the engine may have restarted; resync before the next one.
+        self._suspect = False
+        self._resyncs = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._due = float("inf")
+        self._every_s = 0.0
+        self._thread: threading.Thread | None = None
 
     def request(self, adapter_id: str, bit: int | None = None) -> SlotDecision:
         """Account one request for ``adapter_id``; ``bit`` is the client's discard hint."""
@@ -151,6 +193,12 @@ class AdapterSlots:
             )
         key = record.id
         with self._serve_lock:
+            if self._suspect:
+                self._resync(driver)
+            if unload_first:
+                with self._lock:
+                    for gone in unload_first:
+                        self.policy.remove(gone)
             decision = self.request(key, bit)
             with self._lock:
                 stale, self._stale = self._stale, []
@@ -164,14 +212,128 @@ class AdapterSlots:
                         self._stale.extend(todo[i:])
                     if decision.load is not None:
                         self.remove(key)
+                    self._suspect = True
                     raise
+                self._engine.discard(victim)
             if decision.load is not None:
                 try:
                     driver.load(key, record)
                 except Exception:
                     self.remove(key)
+                    self._suspect = True
                     raise
+                self._engine.add(key)
             return SlotDecision(decision.hit, decision.load, tuple(todo), decision.bit)
+
+    # -- keeping the policy's view and the engine together ---------------------------------
+
+    def resync(self) -> Resync:
+        """Check the policy's view against what the engine serves, and converge."""
+        driver = self.driver
+        if driver is None:
+            raise FailedPrecondition("these adapter slots drive no engine: nothing to resync")
+        with self._serve_lock:
+            return self._resync(driver)
+
+    def _resync(self, driver: SlotDriver) -> Resync:
+        served = set(driver.served())
+        self._resyncs += 1
+        engine = self._engine
+        with self._lock:
+            lost = sorted(key for key in engine if key not in served)
+            for key in lost:
+                # Lazily: its next request loads it again, as after any eviction.
+                self.policy.remove(key)
+                engine.discard(key)
+            self._stale = [key for key in self._stale if key in served]
+        adopted: list[str] = []
+        unload: list[str] = []
+        for name in sorted(served - engine):
+            if is_valid_id(name):
+                unload.append(name)  # a daemon key without a slot: a leftover
+                continue
+            try:
+                decision = self.request(name)
+            except ResourceExhausted:
+                unload.append(name)  # every slot is pinned: no room for it
+                continue
+            engine.add(name)
+            adopted.append(name)
+            unload.extend(decision.unload)
+        done: list[str] = []
+        for name in dict.fromkeys(unload):
+            try:
+                driver.unload(name)
+            except Exception:
+                with self._lock:
+                    self._stale.append(name)
+                self._suspect = True
+                raise
+            engine.discard(name)
+            done.append(name)
+        self._suspect = False
+        result = Resync(tuple(lost), tuple(adopted), tuple(done))
+        if lost or adopted or done:
+            log.warning(
+                "adapter slots resynced with the %s engine: %d lost (dropped from the "
+                "policy), %d loaded by the engine itself (taken in), %d unloaded",
+                getattr(driver, "kind", "?"),
+                len(lost),
+                len(adopted),
+                len(done),
+            )
+        return result
+
+    @property
+    def resyncs(self) -> int:
+        """How many times the slots were checked against the engine."""
+        return self._resyncs
+
+    def start_resync(self, every_s: float) -> None:
+        """Resync every ``every_s`` seconds in a background thread, until ``close``."""
+        if self.driver is None or self._thread is not None:
+            return
+        if every_s <= 0:
+            raise InvalidArgument(f"the resync interval must be > 0 seconds, got {every_s}")
+        self._every_s = every_s
+        self._due = time.monotonic() + every_s
+        self._thread = threading.Thread(target=self._watch, name="adapter-resync", daemon=True)
+        self._thread.start()
+
+    def resync_soon(self, delay_s: float = 1.0) -> None:
+        """Have the background thread resync within ``delay_s`` seconds (e.g. once vLLM's
+        resolver has loaded an adapter the daemon just sent it)."""
+        if self._thread is None:
+            return
+        self._due = min(self._due, time.monotonic() + delay_s)
+        self._wake.set()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(max(0.0, self._due - time.monotonic()))
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if time.monotonic() < self._due:
+                continue
+            self._due = time.monotonic() + self._every_s
+            try:
+                self.resync()
+            except MemosError as exc:
+                # The engine is down or refuses: the next decision resyncs first.
+                self._suspect = True
+                log.warning("adapter slots: cannot resync with the engine: %s", exc)
+            except Exception:
+                self._suspect = True
+                log.exception("adapter slots: resync failed")
+
+    def close(self) -> None:
+        """Stop the background resync."""
+        self._stop.set()
+        self._wake.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=10)
 
     def _bit(self, adapter_id: str, hint: int | None) -> int | None:
         kind = self.bit_kind
