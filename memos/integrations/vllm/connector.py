@@ -22,6 +22,11 @@ chunk costs a recompute: failed blocks are reported through
 ``get_block_ids_with_load_errors`` and vLLM recomputes them (``kv_load_failure_policy`` must
 be ``recompute``; with ``fail`` vLLM fails those requests instead).
 
+Same host: with ``shared_dir`` (the engine's mount of the daemon's ``activation.shared_dir``)
+the worker reads the chunk files the daemon names there instead of receiving the bytes, one
+copy from the (memory-backed) file into the block; a file it cannot use is fetched again as
+bytes. See ``transfer.py``.
+
 Per request, ``kv_transfer_params`` may carry ``memos.load`` / ``memos.save`` (bools),
 ``memos.cube_ids`` (the cubes the prompt holds) and ``memos.hint`` (the one-bit hint: true
 "will reuse soon", false "done with them"). Cube ids and hint ride on the request's Lookup,
@@ -35,9 +40,11 @@ This module imports vLLM; the rest of ``memos.integrations.vllm`` does not.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +91,7 @@ class LoadSpec:
     block_ids: list[int]
     hashes: list[bytes]  # vLLM block hashes; each worker prefixes its rank's fingerprint
     leases: tuple[str, ...]  # one per tensor-parallel rank
+    shared_dir: bool = True  # may load through the shared directory (the request's switch)
 
 
 @dataclass
@@ -159,6 +167,8 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
             "saved_blocks": 0,
             "dropped_saves": 0,
             "lookup_retries": 0,  # steps a request waited for its Lookup
+            "shared_dir_blocks": 0,  # of loaded_blocks, read from the shared directory
+            "shared_dir_fallbacks": 0,  # shared files unusable, fetched again as bytes
             "load_us": 0,  # time spent loading, in the forward pass's way
             "save_copy_us": 0,  # time spent copying blocks out for saving
         }
@@ -171,6 +181,8 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
         self._codec: BlockCodec | None = None
         self._load_errors: set[int] = set()
         self._channels: list[MemosClient] = []
+        # Releases the daemon's holds on shared files after a load, off the forward path.
+        self._releaser: ThreadPoolExecutor | None = None
         if self._layout is None:
             return
         if role == KVConnectorRole.SCHEDULER:
@@ -184,6 +196,8 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
             self._rank_layouts = [self._layout.for_rank(r) for r in range(self._layout.tp_size)]
         else:
             self._fetch_client = self._client(token, self.settings.load_timeout_s)
+            if self.settings.shared_dir is not None:
+                self._releaser = ThreadPoolExecutor(1, thread_name_prefix="memos-kv-release")
             store = self._client(token, self.settings.store_timeout_s)
             self._saver = Saver(
                 lambda: store,
@@ -311,6 +325,7 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
                 block_ids=state.block_ids[start:end],
                 hashes=[bytes(h) for h in request.block_hashes[start:end]],
                 leases=hit.leases if hit is not None else (),
+                shared_dir=state.params.shared_dir,
             )
         )
         # The worker's Fetch names the lease and so releases it.
@@ -398,8 +413,13 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
                 spec.block_ids,
                 lease_id=lease,
                 deadline=time.monotonic() + self.settings.load_timeout_s,
+                shared_dir=self.settings.shared_dir if spec.shared_dir else None,
             )
             self.stats["loaded_blocks"] += result.loaded
+            self.stats["shared_dir_blocks"] += result.from_files
+            self.stats["shared_dir_fallbacks"] += result.refetched
+            if result.holds and self._releaser is not None:
+                self._releaser.submit(self._release_holds, result.holds)
             if result.failed:
                 self.stats["load_failed_blocks"] += len(result.failed)
                 self._load_errors.update(result.failed)
@@ -439,6 +459,15 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
                 self.stats["dropped_saves"] += len(spec.block_ids)
         self.stats["save_copy_us"] += int((time.perf_counter() - started) * 1e6)
 
+    def _release_holds(self, holds: tuple[str, ...]) -> None:
+        client = self._fetch_client
+        if client is None:
+            return
+        for hold in holds:
+            # Best effort: an unreleased hold expires in the daemon (activation.pin_lease_s).
+            with contextlib.suppress(Exception):
+                client.release(hold)
+
     def get_block_ids_with_load_errors(self) -> set[int]:
         errors, self._load_errors = self._load_errors, set()
         return errors
@@ -448,6 +477,8 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
         return self._saver.wait_idle(timeout_s) if self._saver is not None else True
 
     def shutdown(self) -> None:
+        if self._releaser is not None:
+            self._releaser.shutdown(wait=True)
         if self._saver is not None:
             self._saver.close()
         if self._lookups is not None:

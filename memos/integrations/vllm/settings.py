@@ -52,6 +52,12 @@ class ConnectorSettings(BaseModel):
     load: bool = True
     save: bool = True
     max_message_bytes: int = Field(16 * 1024**2, ge=64 * 1024)
+    # Same host: this engine's mount of the daemon's `activation.shared_dir` (a shared
+    # emptyDir, or a directory under /dev/shm). Loads then read chunk files the daemon names
+    # there instead of receiving the bytes; a daemon that does not see the same directory
+    # (its id file differs) sends bytes as without it. Per request, `memos.shared_dir: false`
+    # turns it off.
+    shared_dir: Path | None = None
 
     @classmethod
     def from_extra_config(cls, extra: Mapping[str, Any] | None) -> ConnectorSettings:
@@ -86,6 +92,8 @@ class RequestParams:
     # Whether the request set any memos.* key: it then gets a report in its output's
     # kv_transfer_params (tokens loaded, blocks saved, its block keys).
     report: bool = False
+    # Load through the shared directory when the engine has one (`memos.shared_dir`).
+    shared_dir: bool = True
 
 
 def request_params(
@@ -110,7 +118,14 @@ def request_params(
         else:
             log.warning("memos connector: ignoring memos.hint=%r (0, 1 or a bool)", raw_hint)
     report = any(isinstance(k, str) and k.startswith(PARAM_PREFIX) for k in params)
-    return RequestParams(load=load, save=save, cube_ids=cube_ids, hint=hint, report=report)
+    return RequestParams(
+        load=load,
+        save=save,
+        cube_ids=cube_ids,
+        hint=hint,
+        report=report,
+        shared_dir=_flag(params, "shared_dir", True),
+    )
 
 
 def _flag(params: Mapping[str, Any], name: str, default: bool) -> bool:

@@ -1,9 +1,10 @@
 """The activation tier as the settings describe it: its levels, its store, its engine.
 
-Levels, fastest first: RAM, then local disk, then Redis. Local disk comes before Redis because
-a local read (usually from the page cache) costs less than a network round trip, and because
-what this daemon wrote itself is on its own disk anyway; Redis is where a daemon finds what the
-others computed. A budget of 0 leaves a level out; Redis is used when ``redis_url`` is set.
+Levels, fastest first: RAM, the shared directory (``shared.py``, when set), local disk, then
+Redis. Local disk comes before Redis because a local read (usually from the page cache) costs
+less than a network round trip, and because what this daemon wrote itself is on its own disk
+anyway; Redis is where a daemon finds what the others computed. A budget of 0 leaves a level
+out; Redis is used when ``redis_url`` is set.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from memos.config import Settings
 from memos.errors import FailedPrecondition
 from memos.tiers.activation.keys import none_hash
 from memos.tiers.activation.levels import DiskLevel, Level, RamLevel, RedisLevel
+from memos.tiers.activation.shared import SharedDir
 from memos.tiers.activation.store import ActivationStore
 from memos.tiers.activation.tier import ActivationTier
 from scheduler import make_policy
@@ -23,6 +25,9 @@ if TYPE_CHECKING:
     from memos.engines.hf import HFEngine
 
 log = logging.getLogger(__name__)
+
+#: The shared directory's level in the store.
+SHARED_LEVEL = "shared"
 
 NO_MODEL_HINT = (
     "this daemon has no model to prefill with: set engine.model_path to a local Hugging Face "
@@ -37,6 +42,16 @@ def build_levels(settings: Settings) -> list[Level]:
     if act.ram_budget_bytes > 0:
         levels.append(
             RamLevel(act.ram_budget_bytes, policy=make_policy(act.policy, act.ram_budget_bytes))
+        )
+    if act.shared_dir is not None:
+        # Memory-backed in practice (tmpfs, a Memory emptyDir): right after RAM.
+        levels.append(
+            DiskLevel(
+                act.shared_dir,
+                act.shared_budget_bytes,
+                policy=make_policy(act.policy, act.shared_budget_bytes),
+                name=SHARED_LEVEL,
+            )
         )
     if act.disk_budget_bytes > 0:
         levels.append(
@@ -125,6 +140,16 @@ def load_engine(settings: Settings) -> HFEngine:
 def open_tier(settings: Settings) -> ActivationTier:
     """The store, and the engine loaded on first use (a daemon without Migrate calls never
     pays for the model)."""
+    store = build_store(settings)
+    shared = None
+    if settings.activation.shared_dir is not None:
+        level = store.level(SHARED_LEVEL)
+        assert isinstance(level, DiskLevel)
+        shared = SharedDir(level, max_holds=settings.activation.max_pin_leases)
+        log.info("activation shared dir", extra={"dir": str(level.root)})
     return ActivationTier(
-        build_store(settings), settings.activation, engine_loader=lambda: load_engine(settings)
+        store,
+        settings.activation,
+        engine_loader=lambda: load_engine(settings),
+        shared=shared,
     )

@@ -88,8 +88,11 @@ class ActivationStore:
                 return level
         raise KeyError(name)
 
-    def lookup(self, keys: Sequence[bytes], *, namespace: bytes = b"") -> int:
-        """How many leading ``keys`` some level holds (presence only: fetch verifies)."""
+    def lookup(self, keys: Sequence[bytes], *, namespace: bytes = b"", record: bool = True) -> int:
+        """How many leading ``keys`` some level holds (presence only: fetch verifies).
+
+        ``record=False`` leaves the lookup counters alone (a fetch checking presence).
+        """
         stored = [namespace + key for key in keys]
         present = [False] * len(keys)
         pending = list(range(len(keys)))
@@ -101,6 +104,8 @@ class ActivationStore:
                 present[i] = flag
             pending = [i for i in pending if not present[i]]
         leading = _leading(present)
+        if not record:
+            return leading
         with self._lock:
             self._lookups += 1
             self._lookup_keys += len(keys)

@@ -13,10 +13,11 @@ or a fetch come up short (a miss) and a store report chunks that no level accept
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
 from memos.config import ActivationSettings
 from memos.cube import State, check_id
@@ -26,6 +27,7 @@ from memos.tiers.activation.errors import CorruptChunk
 from memos.tiers.activation.keys import KEY_BYTES
 from memos.tiers.activation.leases import PinLeases
 from memos.tiers.activation.levels.base import LevelStats
+from memos.tiers.activation.shared import SharedDir
 from memos.tiers.activation.store import ActivationStore
 from memos.tiers.activation.tenancy import tenant_cache_salt, tenant_namespace
 
@@ -94,14 +96,26 @@ class TierStats:
     model_fingerprint: str  # hex, "" when none is loaded
 
 
-class ChunkStream(Iterator[Chunk]):
+@dataclass(frozen=True, slots=True)
+class SharedChunk:
+    """A chunk an engine reads from the shared directory itself."""
+
+    key: bytes
+    path: str  # relative to the shared directory
+    size: int  # the file's bytes: the chunk's whole encoding
+
+
+T = TypeVar("T")
+
+
+class ChunkStream(Iterator[T], Generic[T]):
     """Chunks as they are read; runs ``on_end`` once, when exhausted or closed."""
 
-    def __init__(self, chunks: Generator[Chunk, None, None], on_end: Callable[[], None]) -> None:
+    def __init__(self, chunks: Generator[T, None, None], on_end: Callable[[], None]) -> None:
         self._chunks = chunks
         self._on_end: Callable[[], None] | None = on_end
 
-    def __next__(self) -> Chunk:
+    def __next__(self) -> T:
         try:
             return next(self._chunks)
         except BaseException:
@@ -122,9 +136,12 @@ class ActivationTier:
         settings: ActivationSettings,
         *,
         engine_loader: Callable[[], HFEngine] | None = None,
+        shared: SharedDir | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
+        # One of the store's levels, whose files same-host engines read (``shared.py``).
+        self.shared = shared
         self.leases = PinLeases(store, max_leases=settings.max_pin_leases)
         self._engine_loader = engine_loader
         self._engine: HFEngine | None = None
@@ -191,7 +208,9 @@ class ActivationTier:
             )
         return asked
 
-    def fetch(self, caller: Caller, keys: Sequence[bytes], *, lease_id: str = "") -> ChunkStream:
+    def fetch(
+        self, caller: Caller, keys: Sequence[bytes], *, lease_id: str = ""
+    ) -> ChunkStream[Chunk]:
         """The verified chunks of the longest stored prefix of ``keys``, in order.
 
         Reads the levels a few keys at a time, so a long chain streams without holding every
@@ -216,6 +235,71 @@ class ActivationTier:
 
         return ChunkStream(chunks(), release)
 
+    def fetch_shared(
+        self,
+        caller: Caller,
+        keys: Sequence[bytes],
+        *,
+        shared_id: str,
+        lease_id: str = "",
+        recheck: bool = False,
+    ) -> tuple[ChunkStream[Chunk | SharedChunk], str]:
+        """:meth:`fetch` for an engine that sees the shared directory: each chunk is a file
+        in it where it is or can be put there, else the verified chunk as :meth:`fetch`
+        gives it. Returns the stream and the hold pinning the named files ("" when none can
+        be named: no shared directory, or ``shared_id`` is not its id, so the engine does not
+        see it); :meth:`release` ends the hold, or it expires after ``pin_lease_s``.
+
+        ``recheck``: the engine could not use the files of ``keys`` (missing or corrupt):
+        they are verified first, and the bad ones deleted (written anew from the levels when
+        named again), whatever ``shared_id``.
+        """
+        caller.require("read")
+        _check_keys(keys)
+        shared = self.shared
+        namespace = self.namespace(caller.tenant)
+        if shared is not None and recheck:
+            shared.verify([namespace + key for key in keys], keys)
+        if shared is None or not shared.matches(shared_id):
+            stream: ChunkStream[Chunk | SharedChunk] = self.fetch(  # type: ignore[assignment]
+                caller, keys, lease_id=lease_id
+            )
+            return stream, ""
+        hold_id = secrets.token_hex(16)
+        seconds = self.settings.pin_lease_s
+
+        def named(key: bytes) -> SharedChunk | None:
+            stored = namespace + key
+            size = shared.hold(caller.tenant, hold_id, stored, seconds)
+            return None if size is None else SharedChunk(key, shared.relative_path(stored), size)
+
+        def chunks() -> Generator[Chunk | SharedChunk, None, None]:
+            for start in range(0, len(keys), FETCH_BATCH):
+                wanted = keys[start : start + FETCH_BATCH]
+                # The same answer as a stream: the leading chunks some level holds.
+                present = self.store.lookup(wanted, namespace=namespace, record=False)
+                for key in wanted[:present]:
+                    item = named(key)
+                    if item is None:
+                        got = self.store.fetch([key], namespace=namespace)
+                        if not got:
+                            return
+                        # Writing it costs this fetch a copy; every later one reads the file.
+                        if shared.level.put(namespace + key, bytes(got[0].raw)):
+                            item = named(key)
+                        if item is None:
+                            yield got[0]
+                            continue
+                    yield item
+                if present < len(wanted):
+                    return
+
+        def release() -> None:
+            if lease_id:
+                self.leases.release(caller.tenant, lease_id)
+
+        return ChunkStream(chunks(), release), hold_id
+
     def put(self, caller: Caller, items: Sequence[tuple[bytes, bytes]]) -> StoreResult:
         """Validate every chunk, then store them all; one bad chunk stores nothing."""
         caller.require("write")
@@ -232,8 +316,12 @@ class ActivationTier:
         return StoreResult(tuple(accepted))
 
     def release(self, caller: Caller, lease_id: str) -> bool:
+        """End a pin lease (Lookup's) or a shared-directory hold (Fetch's)."""
         caller.require("read")
-        return self.leases.release(caller.tenant, lease_id)
+        released = self.leases.release(caller.tenant, lease_id)
+        if self.shared is not None:
+            released = self.shared.release(caller.tenant, lease_id) or released
+        return released
 
     def stats(self, caller: Caller) -> TierStats:
         """Daemon-wide counters and occupancy (no keys), and what the caller's engine needs."""
@@ -264,6 +352,8 @@ class ActivationTier:
 
     def close(self) -> None:
         self.leases.close()
+        if self.shared is not None:
+            self.shared.close()
         self.store.close()
 
 

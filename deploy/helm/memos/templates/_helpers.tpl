@@ -86,6 +86,13 @@ it starts, and passes its startup probe, before vLLM, and it is stopped after vL
   env:
     - name: MEMOS_AUTH__TOKENS_FILE
       value: /etc/memos/auth/tokens.toml
+    {{- if include "memos.kvShared" . }}
+    # Same-host loads: vLLM reads KV chunk files from this directory instead of a stream.
+    - name: MEMOS_ACTIVATION__SHARED_DIR
+      value: /var/run/memos/kv-shared
+    - name: MEMOS_ACTIVATION__SHARED_BUDGET_BYTES
+      value: {{ .Values.sidecar.kvShared.budgetBytes | int64 | quote }}
+    {{- end }}
     {{- if include "memos.hasRedis" . }}
     - name: MEMOS_REDIS_URL
       valueFrom:
@@ -132,6 +139,15 @@ it starts, and passes its startup probe, before vLLM, and it is stopped after vL
       readOnly: true
     - name: memosd-tmp
       mountPath: /tmp
+    {{- if include "memos.kvShared" . }}
+    - name: kv-shared
+      mountPath: /var/run/memos/kv-shared
+    {{- end }}
+{{- end -}}
+
+{{/* Non-empty when memosd shares KV chunk files with vLLM (sidecar mode only). */}}
+{{- define "memos.kvShared" -}}
+{{- if and (eq .Values.mode "sidecar") .Values.sidecar.kvShared.enabled -}}true{{- end -}}
 {{- end -}}
 
 {{- define "memos.memosdVolumes" -}}

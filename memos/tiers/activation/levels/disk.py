@@ -181,6 +181,36 @@ class DiskLevel(Level):
             self.counters.add(errors=1)
         return known
 
+    def path(self, key: bytes) -> Path:
+        """Where ``key``'s file is (or would be) under ``root``."""
+        return self._path(key)
+
+    def size(self, key: bytes) -> int | None:
+        """The stored chunk's size in bytes; None when the level does not hold it."""
+        with self._lock:
+            return self._sizes.get(key)
+
+    def pin(self, key: bytes) -> bool:
+        """Keep ``key``'s file from eviction until :meth:`unpin` (while an engine reads it).
+
+        False when the level does not hold it. ``delete`` still removes a pinned file: a
+        demotion or a corrupt file wins over a reader, which then falls back.
+        """
+        with self._lock:
+            size = self._sizes.get(key)
+            if size is None:
+                return False
+            # A pin is a use (an engine is about to read the file): it counts for recency.
+            self._policy.request(key, size)
+            self._policy.pin(key)
+        self.counters.add(hits=1)
+        return True
+
+    def unpin(self, key: bytes) -> None:
+        with self._lock:
+            if self._policy.is_pinned(key):
+                self._policy.unpin(key)
+
     def occupancy(self) -> tuple[int, int, int, bool]:
         with self._lock:
             return len(self._sizes), self._policy.used, self._policy.budget, True

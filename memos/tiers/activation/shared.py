@@ -1,0 +1,189 @@
+"""The shared directory: chunk files a same-host engine reads itself, instead of a stream.
+
+Streaming a chunk over gRPC costs the daemon a read and a copy into messages, and the engine
+a receive and a reassembly: for a few tens of MiB that is most of a load. When the engine
+runs beside the daemon (a sidecar with a shared emptyDir of medium Memory, or a directory
+under /dev/shm on one host), the daemon can hand it a file name instead, and the engine
+copies the file's bytes (page cache or tmpfs) straight into its KV buffer.
+
+The directory is a :class:`DiskLevel` rooted there (``chunks/<xx>/<key>.kvc``): chunks are
+content-addressed, so a file once written holds those bytes for as long as it exists and any
+later fetch of the key reuses it; writes are atomic (a temporary file renamed into place); a
+byte budget with the scheduler's policy evicts files; every read verifies the chunk's
+checksum. It is a level of the store like the others (after RAM), so Store writes through to
+it, Lookup sees it and a demotion removes its files.
+
+Proof of sight: the directory holds ``memos-shared.id``, 128 random bits written once. An
+engine sends the id it reads from its own mount; only a matching id gets file names, so an
+engine on another host, or one that mounts another directory, gets bytes as before. Names are
+relative to the directory, since the engine may mount it elsewhere.
+
+Holds: a file named in a Fetch answer is pinned against eviction under a hold (the same idea
+as a pin lease, see ``leases.py``) until the engine releases it or ``seconds`` pass, so an
+engine never finds a file gone between the answer and its read, unless a demotion or a
+corrupt file removed it, which costs that engine a fallback to the stream.
+
+Everything that can read the directory can read every file in it, of every tenant: mount it
+only into engines trusted with what their daemon holds. The daemon's own checks (the tenant's
+namespace, the ``read`` scope) decide which names an engine is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import hmac
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from memos.tiers.activation.chunk import decode
+from memos.tiers.activation.errors import CorruptChunk
+from memos.tiers.activation.levels.disk import DiskLevel
+
+log = logging.getLogger(__name__)
+
+#: The file in the shared directory that names it: an engine proves it sees the directory by
+#: sending its content.
+ID_FILE = "memos-shared.id"
+ID_BYTES = 16
+
+
+def read_shared_id(directory: Path | str) -> str:
+    """The id in ``directory``'s id file, "" when it cannot be read (an engine's side)."""
+    try:
+        return (Path(directory) / ID_FILE).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _load_or_create_id(root: Path) -> str:
+    existing = read_shared_id(root)
+    if len(existing) == 2 * ID_BYTES:
+        return existing
+    value = secrets.token_hex(ID_BYTES)
+    tmp = root / f".{ID_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(value + "\n")
+    os.replace(tmp, root / ID_FILE)
+    return value
+
+
+@dataclass(slots=True)
+class _Hold:
+    tenant: str
+    expires_at: float
+    keys: list[bytes] = field(default_factory=list)  # stored keys, one pin each
+
+
+class SharedDir:
+    """The shared level, its id, and the holds on the files engines were told about."""
+
+    def __init__(
+        self,
+        level: DiskLevel,
+        *,
+        max_holds: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.level = level
+        self.root = level.root
+        self.id = _load_or_create_id(self.root)
+        self._max_holds = max_holds
+        self._clock = clock
+        self._holds: dict[str, _Hold] = {}
+        self._expiry: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+
+    def matches(self, shared_id: str) -> bool:
+        """Whether a client that sent ``shared_id`` sees this directory."""
+        return bool(shared_id) and hmac.compare_digest(shared_id.encode(), self.id.encode())
+
+    def relative_path(self, stored_key: bytes) -> str:
+        return self.level.path(stored_key).relative_to(self.root).as_posix()
+
+    def hold(self, tenant: str, hold_id: str, stored_key: bytes, seconds: float) -> int | None:
+        """Pin ``stored_key``'s file under ``hold_id``; its size, or None when the level
+        lacks it or no hold can be taken (too many)."""
+        self.sweep()
+        with self._lock:
+            hold = self._holds.get(hold_id)
+            if hold is None and len(self._holds) >= self._max_holds:
+                return None
+            if hold is not None and hold.tenant != tenant:
+                return None
+        size = self.level.size(stored_key)
+        if size is None or not self.level.pin(stored_key):
+            return None
+        with self._lock:
+            hold = self._holds.get(hold_id)
+            if hold is None:
+                hold = _Hold(tenant, self._clock() + seconds)
+                self._holds[hold_id] = hold
+                heapq.heappush(self._expiry, (hold.expires_at, hold_id))
+            hold.keys.append(stored_key)
+        return size
+
+    def release(self, tenant: str, hold_id: str) -> bool:
+        """Unpin a hold's files; False when it is unknown, expired or another tenant's."""
+        with self._lock:
+            hold = self._holds.get(hold_id)
+            if hold is None or hold.tenant != tenant:
+                return False
+            del self._holds[hold_id]
+        self._unpin(hold.keys)
+        self.sweep()
+        return True
+
+    def sweep(self) -> int:
+        now = self._clock()
+        expired: list[_Hold] = []
+        with self._lock:
+            while self._expiry and self._expiry[0][0] <= now:
+                _, hold_id = heapq.heappop(self._expiry)
+                hold = self._holds.pop(hold_id, None)
+                if hold is not None:
+                    expired.append(hold)
+        for hold in expired:
+            self._unpin(hold.keys)
+        return len(expired)
+
+    def holds(self) -> int:
+        self.sweep()
+        with self._lock:
+            return len(self._holds)
+
+    def _unpin(self, keys: Sequence[bytes]) -> None:
+        for key in keys:
+            self.level.unpin(key)
+
+    def verify(self, stored_keys: Sequence[bytes], keys: Sequence[bytes]) -> int:
+        """Check the files of ``stored_keys`` (an engine could not use them): delete those
+        that are corrupt or unreadable, so the next fetch writes them anew. How many went."""
+        dropped = 0
+        for stored, key, blob in zip(
+            stored_keys, keys, self.level.get_many(stored_keys), strict=True
+        ):
+            if blob is None:
+                continue  # unreadable: get_many already forgot it
+            try:
+                decode(blob, key)
+            except CorruptChunk:
+                self.level.discard_corrupt(stored)
+                dropped += 1
+        if dropped:
+            log.warning("shared dir %s: dropped %d corrupt chunk files", self.root, dropped)
+        return dropped
+
+    def close(self) -> None:
+        with self._lock:
+            holds = list(self._holds.values())
+            self._holds.clear()
+            self._expiry.clear()
+        for hold in holds:
+            with contextlib.suppress(KeyError):
+                self._unpin(hold.keys)

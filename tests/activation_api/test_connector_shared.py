@@ -1,0 +1,83 @@
+"""The vLLM connector's load path through the daemon's shared directory, against a real daemon
+(no vLLM needed): blocks read from the files equal the stored KV; a corrupt or vanished file
+is fetched again as bytes (and the daemon rewrites it); an engine that mounts another
+directory gets bytes only. End to end through vLLM: tests/vllm/test_shared_dir.py."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from memos.integrations.vllm.transfer import LoadResult, load_blocks
+from memos.tiers.activation.chunk import encode
+from memos.tiers.activation.shared import ID_FILE
+from tests.activation._chunks import flip_byte
+from tests.activation_api.conftest import StartKv
+from tests.activation_api.test_connector_load import HEAD, HEADS, LAYERS, TOKENS
+from tests.activation_api.test_connector_load import _codec as codec_for
+from tests.activation_api.test_migrate import Connect
+
+BLOCK_IDS = [37, 2, 19, 20, 21, 5, 0, 33]
+
+
+def test_blocks_load_from_the_shared_files_and_bad_files_fall_back_to_bytes(
+    start_kv: StartKv, connect: Connect, tmp_path: Path
+) -> None:
+    root = tmp_path / "shm"
+    handle = start_kv(model=False, activation={"shared_dir": root})
+    _, kv = connect(handle, "acme")
+    codec = codec_for("cpu-vec")
+    layout = codec.layout
+    keys = [layout.fingerprint + bytes([i, 7]) * 16 for i in range(len(BLOCK_IDS))]
+    blocks = torch.randn(len(keys), LAYERS, 2, HEADS, TOKENS, HEAD, generator=torch.manual_seed(5))
+    kv.store([(k, encode(k, codec.model_layout, b)) for k, b in zip(keys, blocks, strict=True)])
+
+    def load(into_dir: Path | None = root) -> tuple[LoadResult, torch.Tensor]:
+        fresh = codec_for("cpu-vec")
+        found = kv.lookup(keys, pin=True)
+        result = load_blocks(
+            kv,
+            fresh,
+            keys,
+            BLOCK_IDS,
+            lease_id=found.lease_id,
+            deadline=time.monotonic() + 30,
+            shared_dir=into_dir,
+        )
+        return result, fresh.read(BLOCK_IDS)
+
+    result, loaded = load()
+    assert (result.loaded, result.failed) == (len(keys), ())
+    assert (result.from_files, result.refetched) == (len(keys), 0)
+    assert torch.equal(loaded, blocks)
+    (hold,) = result.holds
+    assert kv.release(hold), "the files were held for the engine until it released them"
+    assert kv.stats().leases == 0
+
+    # One file corrupted, one gone: both come again as bytes, every block is right, and
+    # the daemon rewrote the corrupt file (the next load reads it from the file again).
+    files = sorted((root / "chunks").glob("*/*.kvc"))
+    assert len(files) == len(keys)
+    files[0].write_bytes(flip_byte(files[0].read_bytes(), 4000))
+    files[1].unlink()
+    result, loaded = load()
+    assert result.loaded == len(keys) and result.refetched == 2
+    assert result.from_files == len(keys) - 2
+    assert torch.equal(loaded, blocks)
+    for h in result.holds:
+        kv.release(h)
+    result, loaded = load()
+    assert result.from_files == len(keys) and torch.equal(loaded, blocks)
+
+    # An engine whose directory is another one (another host's): bytes, the same blocks.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / ID_FILE).write_text("0" * 32)
+    result, loaded = load(elsewhere)
+    assert (result.loaded, result.from_files, result.holds) == (len(keys), 0, ())
+    assert torch.equal(loaded, blocks)
+    # No directory configured at all: bytes.
+    result, loaded = load(None)
+    assert result.from_files == 0 and torch.equal(loaded, blocks)
