@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -147,21 +147,38 @@ class PlaintextSettings(BaseModel):
     # namespace): a template over {text}, {namespace} and the cube's metadata keys, e.g.
     # "{speaker}: {text}". A cube lacking a key its template names is indexed by its text.
     embed_templates: dict[str, str] = Field(default_factory=dict)
+    # What situates a cube without being its own words, per namespace ("*": every other
+    # namespace): a template over the same fields, e.g. "{context}" for a metadata key that
+    # holds the turns before a conversation turn, or "{title} / {section}" for a passage.
+    # The cube's text with its context is what gets embedded, and it has a BM25 index of its
+    # own that lexical and hybrid search fuse with the plain one (embedtext.py). A cube
+    # lacking a key its template names has no context. Changing it: `memosctl reindex`.
+    context_templates: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("embed_templates")
+    @field_validator("embed_templates", "context_templates")
     @classmethod
-    def _templates(cls, value: dict[str, str]) -> dict[str, str]:
+    def _templates(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        kind = "embed" if info.field_name == "embed_templates" else "context"
         for namespace, template in value.items():
             try:
                 fields = [
                     f for _, f, spec, conv in string.Formatter().parse(template) if f is not None
                 ]
             except ValueError as exc:
-                raise ValueError(f"embed template of {namespace!r}: {exc}") from None
-            if "text" not in fields or any(not f.isidentifier() for f in fields):
+                raise ValueError(f"{kind} template of {namespace!r}: {exc}") from None
+            if any(not f.isidentifier() for f in fields):
                 raise ValueError(
-                    f"embed template of {namespace!r} is {template!r}: it must name {{text}} "
-                    "and only plain {key} fields (metadata keys, namespace)"
+                    f"{kind} template of {namespace!r} is {template!r}: it may name only plain "
+                    "{key} fields (text, metadata keys, namespace)"
+                )
+            if kind == "embed" and "text" not in fields:
+                raise ValueError(
+                    f"embed template of {namespace!r} is {template!r}: it must name {{text}}"
+                )
+            if kind == "context" and not fields:
+                raise ValueError(
+                    f"context template of {namespace!r} is {template!r}: it names no field, "
+                    "so every cube would get the same context"
                 )
         return value
 

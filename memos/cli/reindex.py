@@ -30,8 +30,8 @@ def reindex(
     """Re-embed stored cubes (needs an admin token).
 
     A version is stale when another model made its vector than the daemon's, or when its
-    namespace's embed template (plaintext.embed_templates) now gives another text than the
-    one embedded. Versions keep their numbers; each batch is committed as it is done, so an
+    namespace's templates (plaintext.embed_templates, plaintext.context_templates) now give
+    another text than the one embedded. Versions keep their numbers; each batch is committed as it is done, so an
     interrupted run resumes where it stopped (--json: {"reindexed", "total"}).
     """
     done, total = 0, 0

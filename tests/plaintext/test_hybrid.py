@@ -4,13 +4,16 @@ re-embedding."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
 import lancedb
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
+from memos.config import PlaintextSettings
 from memos.cube import Kind, MemCube, State, utcnow
 from memos.errors import InvalidArgument
 from memos.tiers.plaintext import CubeFilter, PlaintextStore
@@ -21,7 +24,7 @@ from memos.tiers.plaintext.ranking import (
     convex_combination,
     reciprocal_rank_fusion,
 )
-from memos.tiers.plaintext.schema import EMBED_TEXT
+from memos.tiers.plaintext.schema import EMBED_TEXT, SITUATED_TEXT
 from tests.plaintext.conftest import OpenStore
 from tests.plaintext.helpers import bump, cube, new_text
 
@@ -325,9 +328,109 @@ def test_a_table_from_before_templates_gets_its_embed_text_column(
     first.close()
     # Drop the column, as in a table written before it existed.
     table = lancedb.connect(str(tmp_path / "plaintext")).open_table("cubes")
-    table.drop_index(lex.FTS_INDEX)
-    table.drop_columns([EMBED_TEXT])
+    for name in lex.FTS_INDEXES.values():
+        table.drop_index(name)
+    table.drop_columns([EMBED_TEXT, SITUATED_TEXT])
     assert EMBED_TEXT not in table.schema.names
-    store = open_store()
+    store = open_store(embed_templates={"*": "{speaker}: {text}"})
     assert ids(find(store, "heron", "lexical")) == [old.id]
+    rows = store._table.search().select([EMBED_TEXT, SITUATED_TEXT]).to_arrow().to_pylist()
+    assert rows == [{EMBED_TEXT: old.text, SITUATED_TEXT: old.text}]
     assert list(store.reindex("acme")) == [(0, 0)]  # the texts were embedded as they are
+
+
+# ------------------------------------------------------------------ context templates
+
+QUESTION = "Have you been to the new pottery studio on Elm Street?"
+ANSWER = "Yes, I went there last week and made a bowl!"
+
+
+def _turns(store: PlaintextStore) -> list[MemCube]:
+    return store.put(
+        [
+            cube(QUESTION, namespace="chat", metadata={"speaker": "Odalys"}),
+            cube(
+                ANSWER,
+                namespace="chat",
+                metadata={"speaker": "Bram", "context": f"Odalys: {QUESTION}"},
+            ),
+            cube("The pottery fair opens in May.", namespace="notes", metadata={"context": "x"}),
+        ]
+    )
+
+
+def test_context_template_situates_a_cube_for_both_rankers(open_store: OpenStore) -> None:
+    store = open_store(
+        embed_templates={"chat": "{speaker}: {text}"}, context_templates={"chat": "{context}"}
+    )
+    [asked, answered, note] = _turns(store)
+    rows = store._table.search().select(["id", EMBED_TEXT, SITUATED_TEXT]).to_arrow()
+    texts = {r["id"]: (r[EMBED_TEXT], r[SITUATED_TEXT]) for r in rows.to_pylist()}
+    assert texts[answered.id] == (f"Bram: {ANSWER}", f"Bram: {ANSWER}\nOdalys: {QUESTION}")
+    assert texts[asked.id] == (f"Odalys: {QUESTION}",) * 2  # no context key: no context
+    assert texts[note.id] == (note.text,) * 2  # no context template in "notes"
+    # The situated text is what is embedded; the cube's own text is unchanged.
+    assert answered.plaintext is not None and answered.plaintext.embedding is not None
+    expected = store.embed_query(f"Bram: {ANSWER}\nOdalys: {QUESTION}")
+    assert np.allclose(answered.plaintext.embedding, expected, atol=1e-5)
+    assert answered.text == ANSWER
+    # The answer never says "pottery": its context does, so every mode finds it.
+    chat = CubeFilter(namespaces=("chat",))
+    for mode in SEARCH_MODES:
+        assert set(ids(find(store, "pottery studio Elm", mode, flt=chat))) == {
+            asked.id,
+            answered.id,
+        }, mode
+    # Its own words still rank it first.
+    for mode in SEARCH_MODES:
+        assert ids(find(store, "Bram made a bowl last week", mode, flt=chat))[0] == answered.id
+    # Updating the context re-embeds, and both indexes see it at once.
+    moved = store.update(
+        "acme", answered.id, bump({"metadata": {"speaker": "Bram", "context": "Odalys: Hi"}})
+    )
+    assert moved.plaintext is not None and moved.plaintext.embedding is not None
+    assert not np.allclose(moved.plaintext.embedding, answered.plaintext.embedding)
+    assert ids(find(store, "pottery studio Elm", "lexical", flt=chat)) == [asked.id]
+
+
+def test_without_a_context_template_the_context_is_not_indexed(open_store: OpenStore) -> None:
+    store = open_store(embed_templates={"chat": "{speaker}: {text}"})
+    [asked, _answered, _note] = _turns(store)
+    chat = CubeFilter(namespaces=("chat",))
+    assert ids(find(store, "pottery studio Elm", "lexical", flt=chat)) == [asked.id]
+
+
+def test_reindex_after_adding_a_context_template_re_embeds_the_cubes_with_context(
+    open_store: OpenStore,
+) -> None:
+    before = open_store(embed_templates={"chat": "{speaker}: {text}"})
+    [_asked, answered, _note] = _turns(before)
+    before.close()
+    after = open_store(
+        embed_templates={"chat": "{speaker}: {text}"}, context_templates={"chat": "{context}"}
+    )
+    # Only the answer has a context in a namespace with a context template.
+    assert list(after.reindex("acme")) == [(0, 1), (1, 1)]
+    latest = after.get("acme", answered.id)
+    assert latest is not None and latest.plaintext is not None
+    assert latest.plaintext.embedding is not None
+    expected = after.embed_query(f"Bram: {ANSWER}\nOdalys: {QUESTION}")
+    assert np.allclose(latest.plaintext.embedding, expected, atol=1e-5)
+    assert answered.id in ids(find(after, "pottery studio Elm", "lexical"))
+    assert list(after.reindex("acme")) == [(0, 0)]
+
+
+@pytest.mark.parametrize(
+    ("field", "template", "says"),
+    [
+        ("embed_templates", "{speaker}", "must name {text}"),
+        ("embed_templates", "{text} {0}", "plain {key} fields"),
+        ("context_templates", "always the same", "names no field"),
+        ("context_templates", "{context[0]}", "plain {key} fields"),
+        ("context_templates", "{context", "context template of 'chat'"),
+    ],
+)
+def test_bad_templates_are_refused_with_what_to_fix(field: str, template: str, says: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(says)):
+        PlaintextSettings.model_validate({field: {"chat": template}})
+    assert PlaintextSettings.model_validate({field: {"chat": "{text} {context}"}})

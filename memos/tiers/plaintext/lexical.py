@@ -1,6 +1,8 @@
-"""Lexical (BM25) search over ``embed_text``, through LanceDB's native full-text index.
+"""Lexical (BM25) search over ``embed_text`` and ``situated_text``, through LanceDB's native
+full-text indexes (one per column: the cube's own words, and those words with its context,
+see ``embedtext.py``).
 
-The index (``FTS_INDEX``) uses LanceDB's standard English analysis: the simple tokenizer
+Each index uses LanceDB's standard English analysis: the simple tokenizer
 (split on whitespace and punctuation), lower-casing, ASCII folding, English stop words
 removed and Snowball (Porter-style) stemming, scored with BM25 (k1 1.2, b 0.75, LanceDB's
 defaults). Nothing in it is tuned to a data set.
@@ -23,11 +25,13 @@ import pyarrow as pa
 from lancedb.index import FTS
 from lancedb.table import Table
 
-from memos.tiers.plaintext.schema import EMBED_TEXT
+from memos.tiers.plaintext.schema import EMBED_TEXT, SITUATED_TEXT
 
 log = logging.getLogger(__name__)
 
-FTS_INDEX = f"{EMBED_TEXT}_fts"
+#: The indexed columns, each with its index's name.
+FTS_INDEXES = {EMBED_TEXT: f"{EMBED_TEXT}_fts", SITUATED_TEXT: f"{SITUATED_TEXT}_fts"}
+FTS_INDEX = FTS_INDEXES[EMBED_TEXT]
 SCORE = "_score"
 
 
@@ -43,25 +47,36 @@ def fts_config() -> FTS:
     )
 
 
-def has_fts_index(table: Table) -> bool:
-    return FTS_INDEX in {cfg.name for cfg in table.list_indices()}
+def has_fts_index(table: Table, column: str = EMBED_TEXT) -> bool:
+    return FTS_INDEXES[column] in {cfg.name for cfg in table.list_indices()}
 
 
 def ensure_fts_index(table: Table) -> bool:
-    """Create the full-text index when it is missing (an empty table gets one too, so the
-    index exists before the first row); True when one was created."""
-    if has_fts_index(table):
-        return False
-    log.info("building the full-text index on %s", EMBED_TEXT)
-    table.create_index(EMBED_TEXT, config=fts_config(), replace=True, name=FTS_INDEX)
-    return True
+    """Create the full-text indexes that are missing (an empty table gets them too, so they
+    exist before the first row); True when one was created."""
+    present = {cfg.name for cfg in table.list_indices()}
+    created = False
+    for column, name in FTS_INDEXES.items():
+        if name in present:
+            continue
+        log.info("building the full-text index on %s", column)
+        table.create_index(column, config=fts_config(), replace=True, name=name)
+        created = True
+    return created
 
 
-def lexical_rows(table: Table, query: str, where: str, limit: int, columns: list[str]) -> pa.Table:
-    """The ``limit`` rows passing ``where`` that score best for ``query`` (BM25), best first,
-    with their score in ``_score``; none when the query has no indexable term."""
+def lexical_rows(
+    table: Table,
+    query: str,
+    where: str,
+    limit: int,
+    columns: list[str],
+    column: str = EMBED_TEXT,
+) -> pa.Table:
+    """The ``limit`` rows passing ``where`` whose ``column`` scores best for ``query`` (BM25),
+    best first, with their score in ``_score``; none when the query has no indexable term."""
     return (
-        table.search(query, query_type="fts", fts_columns=EMBED_TEXT)
+        table.search(query, query_type="fts", fts_columns=column)
         .where(where, prefilter=True)
         .select([*columns, SCORE])
         .limit(limit)

@@ -14,9 +14,11 @@ One row is one version of one cube. It holds the cube twice over, on purpose:
   ``embedding_model`` (the rows a re-embedding must visit).
 
 Both are written from the same MemCube in the same commit, so they cannot disagree.
-``text`` is a plain ``utf8`` column. ``embed_text`` is what was embedded and what the
-full-text (BM25) index covers: the text through its namespace's template (``embedtext.py``),
-kept so that a re-embedding embeds the same text and a changed template is noticed. ``vector`` is a
+``text`` is a plain ``utf8`` column. ``embed_text`` is the cube's index text (its text
+through its namespace's template) and ``situated_text`` that text with the cube's context
+(``embedtext.py``): each has a full-text (BM25) index, and the situated text is what was
+embedded, kept so that a re-embedding embeds the same text and a changed template is
+noticed. ``vector`` is a
 ``fixed_size_list<float32>[dim]``, null for cubes without text (activation and parameter
 records). The schema metadata records the embedding model and dimension the table was built
 with.
@@ -40,6 +42,7 @@ KEY_COLUMNS = ("tenant", "id", "version")
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 VECTOR = "vector"
 EMBED_TEXT = "embed_text"
+SITUATED_TEXT = "situated_text"
 # What a cube is read back from.
 CUBE_COLUMNS = ("text", "record")
 
@@ -65,6 +68,7 @@ def table_schema(dim: int, model_name: str) -> pa.Schema:
         pa.field("embedding_model", pa.string()),
         pa.field("text", pa.string()),
         pa.field(EMBED_TEXT, pa.string()),
+        pa.field(SITUATED_TEXT, pa.string()),
         pa.field("record", pa.string(), nullable=False),
         pa.field(VECTOR, pa.list_(pa.float32(), dim)),
     ]
@@ -142,12 +146,15 @@ def cubes_to_table(
     latest: Sequence[bool],
     schema: pa.Schema,
     embed_texts: Sequence[str] | None = None,
+    situated_texts: Sequence[str] | None = None,
 ) -> pa.Table:
     """Rows for ``cubes``: ``vectors[i]`` is cube i's vector when ``present[i]``, embedded
-    from ``embed_texts[i]`` (default: the cube's text)."""
+    from ``situated_texts[i]``, whose own words are ``embed_texts[i]`` (default: the cube's
+    text; the situated text defaults to the index text)."""
     dim = schema.field(VECTOR).type.list_size
     if vectors.shape != (len(cubes), dim) or present.shape != (len(cubes),):
         raise ValueError(f"expected ({len(cubes)}, {dim}) vectors, got {vectors.shape}")
+    own: list[object] = list(embed_texts) if embed_texts is not None else [c.text for c in cubes]
     columns: dict[str, list[object]] = {
         "tenant": [c.tenant for c in cubes],
         "id": [c.id for c in cubes],
@@ -166,7 +173,8 @@ def cubes_to_table(
         "size_bytes": [c.size_bytes for c in cubes],
         "embedding_model": [c.plaintext.embedding_model if c.plaintext else "" for c in cubes],
         "text": [c.text for c in cubes],
-        EMBED_TEXT: list(embed_texts) if embed_texts is not None else [c.text for c in cubes],
+        EMBED_TEXT: own,
+        SITUATED_TEXT: list(situated_texts) if situated_texts is not None else own,
         "record": [_record(c) for c in cubes],
     }
     arrays = [

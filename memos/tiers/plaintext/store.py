@@ -5,7 +5,8 @@ Layout. One row per (tenant, id, version), all versions in one table, and a bool
 on ``is_latest`` like on any other column, *before* ranking, so "latest versions only" never
 costs a post-filtered top-k; history is the same rows without that predicate. A full-text
 index on ``embed_text`` (``lexical.py``) covers the same rows, so both indexes see a change at
-once.
+once. With context templates (``embedtext.py``) a second full-text index covers
+``situated_text``, the cube's words with its context.
 
 Durability. A put or update is acknowledged only after the LanceDB commit that holds it
 returned: the manifest of the new table version is written, so a process killed at any later
@@ -34,7 +35,9 @@ least k survive, they are the top k of the filtered set. Otherwise, and for ever
 filter, LanceDB prefilters (evaluates the filter, then searches only the rows that pass).
 ``find`` adds the lexical mode (BM25, always prefiltered) and the hybrid one: the top
 ``fusion_depth`` of each ranker fused by a convex combination of normalised scores, or by
-reciprocal rank fusion (``plaintext.fusion``, ``ranking.py``).
+reciprocal rank fusion (``plaintext.fusion``, ``ranking.py``). With context templates the
+lexical mode ranks the index texts and the situated texts and fuses the two lists, and the
+hybrid mode fuses the dense list with both.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ from memos.tiers.plaintext.ranking import (
 from memos.tiers.plaintext.schema import (
     EMBED_TEXT,
     KEY_COLUMNS,
+    SITUATED_TEXT,
     VECTOR,
     cubes_to_table,
     embedding_matrix,
@@ -188,7 +192,7 @@ class PlaintextStore:
         self._embedder = embedder
         self._settings = settings
         self._dim = embedder.dim
-        self._embed_text = EmbedText(settings.embed_templates)
+        self._embed_text = EmbedText(settings.embed_templates, settings.context_templates)
         rc = settings.read_consistency_s
         self._db = lancedb.connect(
             uri, read_consistency_interval=None if rc is None else timedelta(seconds=rc)
@@ -242,10 +246,14 @@ class PlaintextStore:
                 f"this daemon embeds with {self._embedder.model_name!r} ({self._dim} "
                 "dimensions): point it at another directory or re-embed the table"
             )
-        if set(schema.names) - set(table.schema.names) == {EMBED_TEXT}:
-            # A table from before templates: its texts were embedded as they are.
-            log.info("adding the %s column to the plaintext table at %s", EMBED_TEXT, uri)
-            table.add_columns({EMBED_TEXT: "text"})
+        missing = set(schema.names) - set(table.schema.names)
+        if missing and missing <= {EMBED_TEXT, SITUATED_TEXT}:
+            # A table from before templates (its texts were embedded as they are) or before
+            # context templates (its index texts were): the columns say what was embedded.
+            for column, source in ((EMBED_TEXT, "text"), (SITUATED_TEXT, EMBED_TEXT)):
+                if column in missing:
+                    log.info("adding the %s column to the plaintext table at %s", column, uri)
+                    table.add_columns({column: source})
         if set(table.schema.names) != set(schema.names):
             raise FailedPrecondition(
                 f"the plaintext table at {uri} has columns {sorted(table.schema.names)}, "
@@ -398,8 +406,12 @@ class PlaintextStore:
 
     def _rows(self, cubes: Sequence[MemCube], latest: Sequence[bool]) -> pa.Table:
         vectors, present = embedding_matrix(cubes, self._dim)
-        embed_texts = [self._embed_text.render(c) for c in cubes]
-        return cubes_to_table(cubes, vectors, present, latest, self._schema, embed_texts)
+        return cubes_to_table(cubes, vectors, present, latest, self._schema, *self._texts(cubes))
+
+    def _texts(self, cubes: Sequence[MemCube]) -> tuple[list[str], list[str]]:
+        """The index texts and the situated texts of ``cubes``."""
+        et = self._embed_text
+        return [et.render(c) for c in cubes], [et.situated(c) for c in cubes]
 
     # ------------------------------------------------------------ stage 1: embed
 
@@ -408,7 +420,7 @@ class PlaintextStore:
         for pending in batch:
             for cube in pending.item.cubes:
                 if cube.plaintext is not None and cube.plaintext.embedding is None:
-                    texts.append(self._embed_text.render(cube))
+                    texts.append(self._embed_text.situated(cube))
         vectors = self._embedder.embed(texts) if texts else None
         at = 0
         waiters: list[tuple[Pending[_PutJob, list[MemCube]], list[MemCube]]] = []
@@ -621,10 +633,10 @@ class PlaintextStore:
             return new
         embedding = new.plaintext.embedding
         old_embedding = old.plaintext.embedding if old.plaintext is not None else None
-        # A new text, or new metadata that the namespace's template embeds, needs a new vector.
-        text_changed = old.plaintext is None or self._embed_text.render(
+        # A new text, or new metadata that the namespace's templates embed, needs a new vector.
+        text_changed = old.plaintext is None or self._embed_text.situated(
             new
-        ) != self._embed_text.render(old)
+        ) != self._embed_text.situated(old)
         if embedding is not None and not (text_changed and embedding == old_embedding):
             self.check_vector(embedding, "embedding")
             return new
@@ -643,7 +655,7 @@ class PlaintextStore:
     def _embed_successors(self, cubes: list[MemCube]) -> list[MemCube]:
         """The cubes completed for storage, the ones without an embedding embedded in one call."""
         need = [c.plaintext is not None and c.plaintext.embedding is None for c in cubes]
-        texts = [self._embed_text.render(c) for c, n in zip(cubes, need, strict=True) if n]
+        texts = [self._embed_text.situated(c) for c, n in zip(cubes, need, strict=True) if n]
         vectors = iter(self._embedder.embed(texts)) if texts else iter(())
         return [
             self._complete(c, next(vectors) if n else None)
@@ -774,7 +786,7 @@ class PlaintextStore:
         weighted = s.recency_weight > 0 or s.importance_weight > 0
         depth = max(k, s.fusion_depth) if weighted or mode == "hybrid" else k
         if mode == "lexical" or (mode == "hybrid" and vector is None):
-            hits = self._lexical(tenant, text, depth, flt, with_embeddings)
+            hits = self._fuse(self._lexical(tenant, text, depth, flt, with_embeddings))
         elif mode == "dense" or not text.strip():
             if vector is None:
                 raise InvalidArgument(f"{mode} search needs a query vector")
@@ -786,17 +798,7 @@ class PlaintextStore:
             dense = self.search(
                 tenant, vector, depth, flt, exact=exact, with_embeddings=with_embeddings
             )
-            lexical = self._lexical(tenant, text, depth, flt, with_embeddings)
-            cubes = {c.id: c for c, _ in lexical} | {c.id: c for c, _ in dense}
-            if s.fusion == "convex":
-                fused = convex_combination(
-                    [[(c.id, x) for c, x in dense], [(c.id, x) for c, x in lexical]]
-                )
-            else:
-                fused = reciprocal_rank_fusion(
-                    [[c.id for c, _ in dense], [c.id for c, _ in lexical]], k=s.rrf_k
-                )
-            hits = [(cubes[cube_id], score) for cube_id, score in fused]
+            hits = self._fuse([dense, *self._lexical(tenant, text, depth, flt, with_embeddings)])
         if weighted:
             now = utcnow()
             hits = sorted(
@@ -819,17 +821,36 @@ class PlaintextStore:
             )
         return hits[:k]
 
+    def _fuse(self, ranked: list[list[tuple[MemCube, float]]]) -> list[tuple[MemCube, float]]:
+        """One list from several (each best first), by ``plaintext.fusion``."""
+        if len(ranked) == 1:
+            return ranked[0]
+        cubes = {c.id: c for hits in ranked for c, _ in hits}
+        if self._settings.fusion == "convex":
+            fused = convex_combination([[(c.id, x) for c, x in hits] for hits in ranked])
+        else:
+            fused = reciprocal_rank_fusion(
+                [[c.id for c, _ in hits] for hits in ranked], k=self._settings.rrf_k
+            )
+        return [(cubes[cube_id], score) for cube_id, score in fused]
+
     def _lexical(
         self, tenant: str, text: str, limit: int, flt: CubeFilter, with_embeddings: bool
-    ) -> list[tuple[MemCube, float]]:
+    ) -> list[list[tuple[MemCube, float]]]:
+        """The BM25 lists: the index texts', and with context templates the situated
+        texts' too."""
         if not text.strip():
             raise InvalidArgument("lexical search needs a query text")
         where = filter_clause(tenant, replace(flt, include_expired=False), utcnow())
         columns = self._columns if with_embeddings else self._light_columns
-        rows = lex.lexical_rows(self._table, text, where, limit, columns)
-        scores = rows[lex.SCORE].to_pylist()
-        cubes = rows_to_cubes(rows.drop_columns([lex.SCORE]))
-        return list(zip(cubes, (float(x) for x in scores), strict=True))
+        fields = [EMBED_TEXT, SITUATED_TEXT] if self._embed_text.contextual else [EMBED_TEXT]
+        out = []
+        for column in fields:
+            rows = lex.lexical_rows(self._table, text, where, limit, columns, column)
+            scores = rows[lex.SCORE].to_pylist()
+            cubes = rows_to_cubes(rows.drop_columns([lex.SCORE]))
+            out.append(list(zip(cubes, (float(x) for x in scores), strict=True)))
+        return out
 
     def _nearest(
         self,
@@ -1002,26 +1023,26 @@ class PlaintextStore:
         rows = (
             self._table.search()
             .where(where)
-            .select([*self._light_columns, EMBED_TEXT, "embedding_model"])
+            .select([*self._light_columns, SITUATED_TEXT, "embedding_model"])
             .to_arrow()
         )
         model = self._embedder.model_name
         stale: list[MemCube] = []
         for cube, embedded, made_by in zip(
             rows_to_cubes(rows.select(self._light_columns)),
-            rows[EMBED_TEXT].to_pylist(),
+            rows[SITUATED_TEXT].to_pylist(),
             rows["embedding_model"].to_pylist(),
             strict=True,
         ):
             if cube.plaintext is None:
                 continue
-            if everything or made_by != model or embedded != self._embed_text.render(cube):
+            if everything or made_by != model or embedded != self._embed_text.situated(cube):
                 stale.append(cube)
         total = len(stale)
         yield 0, total
         for start in range(0, total, batch_size):
             chunk = stale[start : start + batch_size]
-            vectors = self._embedder.embed([self._embed_text.render(c) for c in chunk])
+            vectors = self._embedder.embed([self._embed_text.situated(c) for c in chunk])
             fresh = {(c.tenant, c.id, c.version): v for c, v in zip(chunk, vectors, strict=True)}
             self._call(functools.partial(self._rewrite_vectors, fresh))
             yield min(total, start + batch_size), total
