@@ -366,6 +366,10 @@ class JobsSettings(BaseModel):
     coretrieval_min_count: int = Field(5, ge=2)
     coretrieval_max_set: int = Field(4, ge=2)  # larger top-k sets are not tracked
     coretrieval_max_tracked: int = Field(10_000, ge=16)
+    # On shutdown, how long to wait for a running job (an index build, a compaction, a
+    # training run) before closing without it: its work so far is either committed or never
+    # was, and an orchestrator's kill would come anyway (Kubernetes: 30 s grace by default).
+    stop_timeout_s: float = Field(20.0, ge=0)
 
 
 class Settings(BaseSettings):

@@ -80,9 +80,25 @@ class Jobs:
     def start(self) -> None:
         self._scheduler.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float | None = None) -> bool:
+        """Schedule nothing more and wait up to ``timeout_s`` (None: for ever) for the jobs
+        running now; False when one is still running then (it is logged, and left to finish
+        or die with the process)."""
         if self._scheduler.running:
-            self._scheduler.shutdown(wait=True)
+            self._scheduler.shutdown(wait=False)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        done = True
+        for job in self._jobs.values():
+            wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            if job.lock.acquire(timeout=wait):
+                job.lock.release()
+                continue
+            done = False
+            log.warning(
+                "job still running at shutdown: closing without waiting for it",
+                extra={"job": job.name, "waited_s": timeout_s},
+            )
+        return done
 
     def next_run_at(self, name: str) -> datetime | None:
         job = self._scheduler.get_job(name)

@@ -266,7 +266,7 @@ class Server:
         if self._kernel is not None:
             self._kernel.events.close()  # ends Watch streams so they do not hold the drain
         self._grpc.stop(grace).wait()
-        self.jobs.stop()
+        self.jobs.stop(self.settings.jobs.stop_timeout_s)
         if self.cluster is not None:
             self.cluster.close()  # after the jobs: a running cluster job keeps its lease
         if self._kernel is not None:
