@@ -368,8 +368,9 @@ class JobsSettings(BaseModel):
     coretrieval_max_tracked: int = Field(10_000, ge=16)
     # On shutdown, how long to wait for a running job (an index build, a compaction, a
     # training run) before closing without it: its work so far is either committed or never
-    # was, and an orchestrator's kill would come anyway (Kubernetes: 30 s grace by default).
-    stop_timeout_s: float = Field(20.0, ge=0)
+    # was, and an orchestrator's kill would come anyway (drain_grace_s + this + closing must
+    # fit in the pod's grace period: 30 s by default in Kubernetes).
+    stop_timeout_s: float = Field(10.0, ge=0)
 
 
 class Settings(BaseSettings):
