@@ -7,7 +7,9 @@ thread:
 Every replica reads the other replicas' entries (it skips its own, by replica id) and feeds them
 to its own manager with ``request_page(req, local=False)``: each replica's predictor and policy
 learn from the whole cluster's traffic, and ``explain`` on any replica counts every replica's
-reads of a cube.
+reads of a cube. The same stream carries each local Search's set of cubes returned together
+(``TierManager.on_search``): every replica's co-retrieval tracker counts the whole cluster's
+sets, so the leader's ``fuse-coretrieved`` job sees the searches of every replica.
 
 ``{prefix}accesses:chunks``: this replica's accesses to the shared Redis level of the
 activation tier: hits and writes, with their size in bytes, and deletes. Only the leader reads
@@ -23,9 +25,10 @@ about ``cluster.accesses_maxlen`` entries.
 
 Entry fields, plain bytes (no pickle). Pages: ``r`` replica, ``t`` tenant, ``c`` cube id,
 ``s`` size in tokens, ``o`` operation, ``h`` hint (``reuse``, ``done`` or empty), ``x`` expiry
-in microseconds since the epoch (empty for none). Chunks: ``r`` replica, ``o`` ``h`` (hit),
-``w`` (write) or ``d`` (delete), ``k`` the level's key (the tenant's namespace and the 48-byte
-chunk key, without the Redis level's prefix), ``s`` size in bytes.
+in microseconds since the epoch (empty for none). Search sets on that stream: ``r``, ``t``,
+``o`` ``coretrieved``, ``m`` the cube ids, comma-separated. Chunks: ``r`` replica, ``o``
+``h`` (hit), ``w`` (write) or ``d`` (delete), ``k`` the level's key (the tenant's namespace
+and the 48-byte chunk key, without the Redis level's prefix), ``s`` size in bytes.
 
 A new leader. The evictor's policy lives in the leader's memory. A replica that starts a new
 term (a new fencing token) rebuilds it before it deletes anything: it replays the chunk
@@ -46,7 +49,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -76,6 +79,7 @@ _SCAN_COUNT = 1000
 _Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 _CHUNK_OPS = {"hit": b"h", "write": b"w", "delete": b"d"}
+_SET_OP = b"coretrieved"
 _CHUNK_OP_NAMES = {v: k for k, v in _CHUNK_OPS.items()}
 
 
@@ -130,6 +134,31 @@ def decode_page(fields: dict[bytes, bytes]) -> tuple[str, PageRequest]:
     return fields[b"r"].decode(), req
 
 
+@dataclass(frozen=True, slots=True)
+class SearchSet:
+    """The cubes one Search returned together, for the co-retrieval trackers."""
+
+    tenant: str
+    cube_ids: tuple[str, ...]
+
+
+def encode_set(found: SearchSet, replica_id: str) -> dict[bytes, bytes]:
+    return {
+        b"r": replica_id.encode(),
+        b"t": found.tenant.encode(),
+        b"o": _SET_OP,
+        b"m": ",".join(found.cube_ids).encode(),
+    }
+
+
+def decode_set(fields: dict[bytes, bytes]) -> tuple[str, SearchSet]:
+    """The writing replica and its search set; raises (KeyError, ValueError) if malformed."""
+    ids = tuple(fields[b"m"].decode().split(","))
+    if len(ids) < 2 or not all(ids):
+        raise ValueError(f"a search set of {len(ids)} cubes")
+    return fields[b"r"].decode(), SearchSet(fields[b"t"].decode(), ids)
+
+
 def encode_chunk(access: ChunkAccess, replica_id: str) -> dict[bytes, bytes]:
     return {
         b"r": replica_id.encode(),
@@ -177,15 +206,20 @@ class AccessLog:
         self._settings = settings
         self._manager: TierManager | None = None
         self._level: RedisLevel | None = None
-        self._outbox: queue.Queue[PageRequest | ChunkAccess] = queue.Queue(
+        # The manager's own Search hook (the local co-retrieval tracker), which the other
+        # replicas' sets are fed to as well.
+        self._observe: Callable[[str, list[str]], None] | None = None
+        self._outbox: queue.Queue[PageRequest | SearchSet | ChunkAccess] = queue.Queue(
             maxsize=settings.accesses_outbox_size
         )
         self._counts_lock = threading.Lock()
         #: Accesses by kind ("page", "chunk") that reached Redis, and that never did.
         self.published = {"page": 0, "chunk": 0}
         self.dropped = {"page": 0, "chunk": 0}
-        #: Other replicas' page requests fed to this replica's manager.
+        #: Other replicas' page requests fed to this replica's manager, and search sets to
+        #: its co-retrieval tracker.
         self.applied = 0
+        self.applied_sets = 0
         #: Set once the reader knows where the page stream's tail is (it reads from there).
         self.reading = threading.Event()
         self._position: bytes | None = None
@@ -205,6 +239,9 @@ class AccessLog:
         self._level = level
         if manager is not None:
             manager.on_access = self.record_page
+            self._observe = manager.on_search
+            if self._observe is not None:
+                manager.on_search = self.record_search
         if level is not None:
             level.on_access = self.record_chunks
 
@@ -222,6 +259,8 @@ class AccessLog:
     def close(self, timeout_s: float = 5.0) -> None:
         if self._manager is not None and self._manager.on_access == self.record_page:
             self._manager.on_access = None
+        if self._manager is not None and self._manager.on_search == self.record_search:
+            self._manager.on_search = self._observe
         if self._level is not None and self._level.on_access == self.record_chunks:
             self._level.on_access = None
         self._stop.set()
@@ -235,19 +274,25 @@ class AccessLog:
         """The manager's ``on_access``: runs in the request's thread, so it only enqueues."""
         self._enqueue(req)
 
+    def record_search(self, tenant: str, cube_ids: list[str]) -> None:
+        """The manager's ``on_search``: counts the set here, and enqueues it for the others."""
+        if self._observe is not None:
+            self._observe(tenant, cube_ids)
+        self._enqueue(SearchSet(tenant, tuple(cube_ids)))
+
     def record_chunks(self, op: str, items: Sequence[tuple[bytes, int]]) -> None:
         """The Redis level's ``on_access``: runs in the request's thread, so it only enqueues."""
         for key, size in items:
             self._enqueue(ChunkAccess(op, key, size))
 
-    def _enqueue(self, item: PageRequest | ChunkAccess) -> None:
+    def _enqueue(self, item: PageRequest | SearchSet | ChunkAccess) -> None:
         try:
             self._outbox.put_nowait(item)
         except queue.Full:
             self._drop([item])
 
-    def _drop(self, items: Sequence[PageRequest | ChunkAccess]) -> None:
-        pages = sum(1 for item in items if isinstance(item, PageRequest))
+    def _drop(self, items: Sequence[PageRequest | SearchSet | ChunkAccess]) -> None:
+        pages = sum(1 for item in items if not isinstance(item, ChunkAccess))
         chunks = len(items) - pages
         with self._counts_lock:
             self.dropped["page"] += pages
@@ -283,7 +328,7 @@ class AccessLog:
                 self._down_until = time.monotonic() + self._settings.retry_s
                 self._drop(batch)
 
-    def _publish(self, batch: Sequence[PageRequest | ChunkAccess]) -> None:
+    def _publish(self, batch: Sequence[PageRequest | SearchSet | ChunkAccess]) -> None:
         maxlen = self._settings.accesses_maxlen
         pipe = self._writer.pipeline(transaction=False)
         pages = 0
@@ -291,6 +336,9 @@ class AccessLog:
             if isinstance(item, PageRequest):
                 pages += 1
                 stream, fields = self.pages, encode_page(item, self.replica_id)
+            elif isinstance(item, SearchSet):
+                pages += 1
+                stream, fields = self.pages, encode_set(item, self.replica_id)
             else:
                 stream, fields = self.chunks, encode_chunk(item, self.replica_id)
             pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
@@ -324,6 +372,9 @@ class AccessLog:
                     self._apply(entry_id, fields)
 
     def _apply(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        if fields.get(b"o") == _SET_OP:
+            self._apply_set(entry_id, fields)
+            return
         try:
             replica, req = decode_page(fields)
         except (KeyError, ValueError):
@@ -337,6 +388,22 @@ class AccessLog:
             log.exception("a replicated page request failed", extra={"entry": entry_id.decode()})
             return
         self.applied += 1
+        CLUSTER_ACCESSES.labels("page", "applied").inc()
+
+    def _apply_set(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        try:
+            replica, found = decode_set(fields)
+        except (KeyError, ValueError, UnicodeDecodeError):
+            log.warning("malformed access log entry skipped", extra={"entry": entry_id.decode()})
+            return
+        if replica == self.replica_id or self._observe is None:
+            return
+        try:
+            self._observe(found.tenant, list(found.cube_ids))
+        except Exception:
+            log.exception("a replicated search set failed", extra={"entry": entry_id.decode()})
+            return
+        self.applied_sets += 1
         CLUSTER_ACCESSES.labels("page", "applied").inc()
 
 

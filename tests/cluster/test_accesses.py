@@ -21,11 +21,13 @@ from memos.cluster.accesses import (
 from memos.cluster.connection import open_client
 from memos.cluster.leader import _CURRENT, LeaderLease, LostLease
 from memos.config import ActivationSettings, ClusterSettings, ManagerSettings
+from memos.coretrieval import CoRetrieval
 from memos.manager import Hint, PageRequest, TierManager
 from memos.tiers.activation.levels import RedisLevel
 from tests.activation._chunks import make_chunks
 from tests.cluster.helpers import fast_settings
 from tests.fixtures.redis_server import RedisServer
+from tests.plaintext.helpers import cube
 
 PREFIX = b"memos:kv:"
 
@@ -96,6 +98,45 @@ def test_page_requests_reach_the_other_replicas_manager_once(
     assert [r.op for r in page.recent] == ["get"] * 3
     assert a.log.applied == 1 and b.log.applied == 3
     assert metric("memos_cluster_accesses_total", kind="page", outcome="applied") == applied + 4
+
+
+def test_search_sets_reach_every_replicas_co_retrieval_tracker_once(redis_url: str) -> None:
+    """The leader fuses what searches return together; with the sets shared, it counts the
+    searches made on every replica, not only its own."""
+    settings = fast_settings()
+    trackers = {name: CoRetrieval(min_count=2, max_set=4) for name in ("a", "b")}
+    managers = {name: TierManager(ManagerSettings()) for name in trackers}
+    logs: dict[str, AccessLog] = {}
+    clients: list[redis.Redis] = []
+    for name, manager in managers.items():
+        manager.on_search = trackers[name].observe  # as the daemon wires it, before attach
+        ops = open_client(redis_url, settings)
+        reader = open_client(redis_url, settings, blocking_ms=settings.read_block_ms)
+        clients += [ops, reader]
+        logs[name] = AccessLog(ops, reader, name, settings)
+        logs[name].attach(manager, None)
+        logs[name].start()
+        assert logs[name].reading.wait(5)
+    try:
+        first, second = cube("alpha"), cube("beta")
+        managers["a"].record("acme", [first, second], "search")
+        managers["a"].record("acme", [second, first], "search")
+        managers["b"].record("acme", [first, second], "search")
+        managers["b"].record("acme", [first], "search")  # one cube: no set
+        members = sorted([first.id, second.id])
+        assert wait_for(lambda: trackers["a"].count("acme", members) == 3)
+        assert wait_for(lambda: trackers["b"].count("acme", members) == 3)
+        time.sleep(0.3)  # an echo, if there were one, would have come back by now
+        assert trackers["a"].count("acme", members) == 3
+        assert trackers["b"].count("acme", members) == 3
+        assert logs["a"].applied_sets == 1 and logs["b"].applied_sets == 2
+        assert [tuple(m) for m in trackers["b"].due("acme")] == [tuple(members)]
+    finally:
+        for name, log in logs.items():
+            log.close()
+            assert managers[name].on_search == trackers[name].observe  # unhooked on close
+        for client in clients:
+            client.close()
 
 
 def test_chunk_accesses_are_published_with_their_sizes(
