@@ -31,8 +31,9 @@ def reindex(
 
     A version is stale when another model made its vector than the daemon's, or when its
     namespace's templates (plaintext.embed_templates, plaintext.context_templates) now give
-    another text than the one embedded. Versions keep their numbers; each batch is committed as it is done, so an
-    interrupted run resumes where it stopped (--json: {"reindexed", "total"}).
+    another text than the one embedded. Versions keep their numbers; each batch is committed
+    as it is done, so an interrupted run resumes where it stopped (--json: {"reindexed",
+    "total"}).
     """
     done, total = 0, 0
     with connect(addr, token, tenant) as client, output.progress(quiet=json_output) as progress:
