@@ -53,19 +53,22 @@ class _Result(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Lookup(_Result):
-    matched: int  # leading keys stored
-    pinned: int  # leading keys pinned under the lease: what a load may count on
-    lease_id: str  # "" when nothing was pinned
-    lease_ms: int
-
-
 class LocalChunk(_Result):
     """A fetched chunk that is a file in the daemon's shared directory: read it yourself."""
 
     path: str  # relative to the shared directory (join it to your mount of it)
     size: int  # the file's length: the chunk's whole encoding
     hold: str  # Release it once read; the daemon keeps the file until then, or expiry
+
+
+class Lookup(_Result):
+    matched: int  # leading keys stored
+    pinned: int  # leading keys pinned under the lease: what a load may count on
+    lease_id: str  # "" when nothing was pinned
+    lease_ms: int
+    # With a shared_dir_id: the files of the leading pinned keys, held under the lease
+    # (``hold`` is the lease): read them, then Release the lease (a Fetch leaves them held).
+    files: tuple[LocalChunk, ...] = ()
 
 
 class Stored(_Result):
@@ -147,11 +150,14 @@ class ActivationClient:
         lease_ms: int = 0,
         cube_ids: Sequence[str] = (),
         hint: str | None = None,
+        shared_dir_id: str = "",
     ) -> Lookup:
         """How many leading ``keys`` the daemon holds; ``pin`` pins them under a lease.
 
         ``cube_ids`` (the memories the keyed prompt holds) count as reads of those cubes for
         the tier manager, with ``hint`` ("reuse", "done" or None) as the client's bit.
+        ``shared_dir_id`` (see :meth:`iter_fetch_shared`), with ``pin``: the answer's ``files``
+        name the leading pinned chunks that are files in the shared directory.
         """
         request = pb.KvLookupRequest(
             keys=list(keys),
@@ -159,12 +165,25 @@ class ActivationClient:
             lease_ms=lease_ms,
             cube_ids=list(cube_ids),
             hint=_lookup_hint(hint) if cube_ids else mpb.HINT_UNSPECIFIED,
+            shared_dir_id=shared_dir_id,
         )
         try:
             r = self._kv.Lookup(request, metadata=self._metadata, timeout=self._client.timeout)
         except grpc.RpcError as exc:
             raise self._fail(exc) from exc
-        return Lookup(matched=r.matched, pinned=r.pinned, lease_id=r.lease_id, lease_ms=r.lease_ms)
+        if len(r.local_paths) != len(r.local_sizes) or len(r.local_paths) > r.pinned:
+            raise InvalidArgument("the daemon named files that do not match its pinned keys")
+        files = tuple(
+            LocalChunk(path=path, size=size, hold=r.lease_id)
+            for path, size in zip(r.local_paths, r.local_sizes, strict=True)
+        )
+        return Lookup(
+            matched=r.matched,
+            pinned=r.pinned,
+            lease_id=r.lease_id,
+            lease_ms=r.lease_ms,
+            files=files,
+        )
 
     def iter_fetch(
         self, keys: Sequence[bytes], *, lease_id: str = "", max_piece_bytes: int = 0

@@ -153,12 +153,15 @@ class ActivationServicer(pb_grpc.ActivationServiceServicer):
             list(request.keys),
             pin=request.pin,
             lease_seconds=request.lease_ms / 1000 if request.lease_ms else None,
+            shared_id=request.shared_dir_id,
         )
         return pb.KvLookupResponse(
             matched=result.matched,
             pinned=result.pinned,
             lease_id=result.lease_id,
             lease_ms=round(result.lease_seconds * 1000),
+            local_paths=[f.path for f in result.files],
+            local_sizes=[f.size for f in result.files],
         )
 
     @streaming

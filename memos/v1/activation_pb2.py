@@ -25,33 +25,33 @@ _sym_db = _symbol_database.Default()
 from memos.v1 import memcube_pb2 as memos_dot_v1_dot_memcube__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19memos/v1/activation.proto\x12\x08memos.v1\x1a\x16memos/v1/memcube.proto\"n\n\x0fKvLookupRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\x0b\n\x03pin\x18\x02 \x01(\x08\x12\x10\n\x08lease_ms\x18\x03 \x01(\r\x12\x10\n\x08\x63ube_ids\x18\x04 \x03(\t\x12\x1c\n\x04hint\x18\x05 \x01(\x0e\x32\x0e.memos.v1.Hint\"W\n\x10KvLookupResponse\x12\x0f\n\x07matched\x18\x01 \x01(\r\x12\x0e\n\x06pinned\x18\x02 \x01(\r\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x10\n\x08lease_ms\x18\x04 \x01(\r\"x\n\x0eKvFetchRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x17\n\x0fmax_piece_bytes\x18\x03 \x01(\r\x12\x15\n\rshared_dir_id\x18\x04 \x01(\t\x12\x16\n\x0eshared_recheck\x18\x05 \x01(\x08\"\x85\x01\n\x0cKvChunkPiece\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x13\n\x0b\x63hunk_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x12\n\nlocal_path\x18\x06 \x01(\t\x12\x12\n\nlocal_hold\x18\x07 \x01(\t\"T\n\x0fKvStoreResponse\x12\x10\n\x08received\x18\x01 \x01(\r\x12\x0e\n\x06stored\x18\x02 \x01(\r\x12\x0f\n\x07refused\x18\x03 \x01(\r\x12\x0e\n\x06levels\x18\x04 \x03(\r\"$\n\x10KvReleaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\"%\n\x11KvReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\"\x10\n\x0eKvStatsRequest\"\x97\x02\n\x0cKvLevelStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04hits\x18\x03 \x01(\x04\x12\x0e\n\x06misses\x18\x04 \x01(\x04\x12\x0c\n\x04puts\x18\x05 \x01(\x04\x12\x14\n\x0cput_failures\x18\x06 \x01(\x04\x12\x11\n\tevictions\x18\x07 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x08 \x01(\x04\x12\x0f\n\x07\x63orrupt\x18\t \x01(\x04\x12\x12\n\nbytes_read\x18\n \x01(\x04\x12\x15\n\rbytes_written\x18\x0b \x01(\x04\x12\r\n\x05items\x18\x0c \x01(\x04\x12\x12\n\nused_bytes\x18\r \x01(\x04\x12\x14\n\x0c\x62udget_bytes\x18\x0e \x01(\x04\x12\x11\n\tavailable\x18\x0f \x01(\x08\"\xb8\x03\n\x0fKvStatsResponse\x12\x0f\n\x07lookups\x18\x01 \x01(\x04\x12\x13\n\x0blookup_keys\x18\x02 \x01(\x04\x12\x13\n\x0blookup_hits\x18\x03 \x01(\x04\x12\x0f\n\x07\x66\x65tches\x18\x04 \x01(\x04\x12\x16\n\x0e\x66\x65tched_chunks\x18\x05 \x01(\x04\x12\x15\n\rfetched_bytes\x18\x06 \x01(\x04\x12\x12\n\npromotions\x18\x07 \x01(\x04\x12\x0f\n\x07\x63orrupt\x18\x08 \x01(\x04\x12\x15\n\rstored_chunks\x18\t \x01(\x04\x12\x15\n\rrejected_puts\x18\n \x01(\x04\x12\x0e\n\x06leases\x18\x0b \x01(\x04\x12\x15\n\rpinned_chunks\x18\x0c \x01(\x04\x12&\n\x06levels\x18\r \x03(\x0b\x32\x16.memos.v1.KvLevelStats\x12\x14\n\x0c\x63hunk_tokens\x18\x0e \x01(\r\x12\x16\n\x0enone_hash_seed\x18\x0f \x01(\t\x12\x12\n\ncache_salt\x18\x10 \x01(\t\x12\x10\n\x08model_id\x18\x11 \x01(\t\x12\x19\n\x11model_fingerprint\x18\x12 \x01(\t\x12\x19\n\x11max_message_bytes\x18\x13 \x01(\x04\x32\xd1\x02\n\x11\x41\x63tivationService\x12?\n\x06Lookup\x12\x19.memos.v1.KvLookupRequest\x1a\x1a.memos.v1.KvLookupResponse\x12;\n\x05\x46\x65tch\x12\x18.memos.v1.KvFetchRequest\x1a\x16.memos.v1.KvChunkPiece0\x01\x12<\n\x05Store\x12\x16.memos.v1.KvChunkPiece\x1a\x19.memos.v1.KvStoreResponse(\x01\x12\x42\n\x07Release\x12\x1a.memos.v1.KvReleaseRequest\x1a\x1b.memos.v1.KvReleaseResponse\x12<\n\x05Stats\x12\x18.memos.v1.KvStatsRequest\x1a\x19.memos.v1.KvStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19memos/v1/activation.proto\x12\x08memos.v1\x1a\x16memos/v1/memcube.proto\"\x85\x01\n\x0fKvLookupRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\x0b\n\x03pin\x18\x02 \x01(\x08\x12\x10\n\x08lease_ms\x18\x03 \x01(\r\x12\x10\n\x08\x63ube_ids\x18\x04 \x03(\t\x12\x1c\n\x04hint\x18\x05 \x01(\x0e\x32\x0e.memos.v1.Hint\x12\x15\n\rshared_dir_id\x18\x06 \x01(\t\"\x81\x01\n\x10KvLookupResponse\x12\x0f\n\x07matched\x18\x01 \x01(\r\x12\x0e\n\x06pinned\x18\x02 \x01(\r\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x10\n\x08lease_ms\x18\x04 \x01(\r\x12\x13\n\x0blocal_paths\x18\x05 \x03(\t\x12\x13\n\x0blocal_sizes\x18\x06 \x03(\x04\"x\n\x0eKvFetchRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x17\n\x0fmax_piece_bytes\x18\x03 \x01(\r\x12\x15\n\rshared_dir_id\x18\x04 \x01(\t\x12\x16\n\x0eshared_recheck\x18\x05 \x01(\x08\"\x85\x01\n\x0cKvChunkPiece\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x13\n\x0b\x63hunk_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x12\n\nlocal_path\x18\x06 \x01(\t\x12\x12\n\nlocal_hold\x18\x07 \x01(\t\"T\n\x0fKvStoreResponse\x12\x10\n\x08received\x18\x01 \x01(\r\x12\x0e\n\x06stored\x18\x02 \x01(\r\x12\x0f\n\x07refused\x18\x03 \x01(\r\x12\x0e\n\x06levels\x18\x04 \x03(\r\"$\n\x10KvReleaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\"%\n\x11KvReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\"\x10\n\x0eKvStatsRequest\"\x97\x02\n\x0cKvLevelStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04hits\x18\x03 \x01(\x04\x12\x0e\n\x06misses\x18\x04 \x01(\x04\x12\x0c\n\x04puts\x18\x05 \x01(\x04\x12\x14\n\x0cput_failures\x18\x06 \x01(\x04\x12\x11\n\tevictions\x18\x07 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x08 \x01(\x04\x12\x0f\n\x07\x63orrupt\x18\t \x01(\x04\x12\x12\n\nbytes_read\x18\n \x01(\x04\x12\x15\n\rbytes_written\x18\x0b \x01(\x04\x12\r\n\x05items\x18\x0c \x01(\x04\x12\x12\n\nused_bytes\x18\r \x01(\x04\x12\x14\n\x0c\x62udget_bytes\x18\x0e \x01(\x04\x12\x11\n\tavailable\x18\x0f \x01(\x08\"\xb8\x03\n\x0fKvStatsResponse\x12\x0f\n\x07lookups\x18\x01 \x01(\x04\x12\x13\n\x0blookup_keys\x18\x02 \x01(\x04\x12\x13\n\x0blookup_hits\x18\x03 \x01(\x04\x12\x0f\n\x07\x66\x65tches\x18\x04 \x01(\x04\x12\x16\n\x0e\x66\x65tched_chunks\x18\x05 \x01(\x04\x12\x15\n\rfetched_bytes\x18\x06 \x01(\x04\x12\x12\n\npromotions\x18\x07 \x01(\x04\x12\x0f\n\x07\x63orrupt\x18\x08 \x01(\x04\x12\x15\n\rstored_chunks\x18\t \x01(\x04\x12\x15\n\rrejected_puts\x18\n \x01(\x04\x12\x0e\n\x06leases\x18\x0b \x01(\x04\x12\x15\n\rpinned_chunks\x18\x0c \x01(\x04\x12&\n\x06levels\x18\r \x03(\x0b\x32\x16.memos.v1.KvLevelStats\x12\x14\n\x0c\x63hunk_tokens\x18\x0e \x01(\r\x12\x16\n\x0enone_hash_seed\x18\x0f \x01(\t\x12\x12\n\ncache_salt\x18\x10 \x01(\t\x12\x10\n\x08model_id\x18\x11 \x01(\t\x12\x19\n\x11model_fingerprint\x18\x12 \x01(\t\x12\x19\n\x11max_message_bytes\x18\x13 \x01(\x04\x32\xd1\x02\n\x11\x41\x63tivationService\x12?\n\x06Lookup\x12\x19.memos.v1.KvLookupRequest\x1a\x1a.memos.v1.KvLookupResponse\x12;\n\x05\x46\x65tch\x12\x18.memos.v1.KvFetchRequest\x1a\x16.memos.v1.KvChunkPiece0\x01\x12<\n\x05Store\x12\x16.memos.v1.KvChunkPiece\x1a\x19.memos.v1.KvStoreResponse(\x01\x12\x42\n\x07Release\x12\x1a.memos.v1.KvReleaseRequest\x1a\x1b.memos.v1.KvReleaseResponse\x12<\n\x05Stats\x12\x18.memos.v1.KvStatsRequest\x1a\x19.memos.v1.KvStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'memos.v1.activation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_KVLOOKUPREQUEST']._serialized_start=63
-  _globals['_KVLOOKUPREQUEST']._serialized_end=173
-  _globals['_KVLOOKUPRESPONSE']._serialized_start=175
-  _globals['_KVLOOKUPRESPONSE']._serialized_end=262
-  _globals['_KVFETCHREQUEST']._serialized_start=264
-  _globals['_KVFETCHREQUEST']._serialized_end=384
-  _globals['_KVCHUNKPIECE']._serialized_start=387
-  _globals['_KVCHUNKPIECE']._serialized_end=520
-  _globals['_KVSTORERESPONSE']._serialized_start=522
-  _globals['_KVSTORERESPONSE']._serialized_end=606
-  _globals['_KVRELEASEREQUEST']._serialized_start=608
-  _globals['_KVRELEASEREQUEST']._serialized_end=644
-  _globals['_KVRELEASERESPONSE']._serialized_start=646
-  _globals['_KVRELEASERESPONSE']._serialized_end=683
-  _globals['_KVSTATSREQUEST']._serialized_start=685
-  _globals['_KVSTATSREQUEST']._serialized_end=701
-  _globals['_KVLEVELSTATS']._serialized_start=704
-  _globals['_KVLEVELSTATS']._serialized_end=983
-  _globals['_KVSTATSRESPONSE']._serialized_start=986
-  _globals['_KVSTATSRESPONSE']._serialized_end=1426
-  _globals['_ACTIVATIONSERVICE']._serialized_start=1429
-  _globals['_ACTIVATIONSERVICE']._serialized_end=1766
+  _globals['_KVLOOKUPREQUEST']._serialized_start=64
+  _globals['_KVLOOKUPREQUEST']._serialized_end=197
+  _globals['_KVLOOKUPRESPONSE']._serialized_start=200
+  _globals['_KVLOOKUPRESPONSE']._serialized_end=329
+  _globals['_KVFETCHREQUEST']._serialized_start=331
+  _globals['_KVFETCHREQUEST']._serialized_end=451
+  _globals['_KVCHUNKPIECE']._serialized_start=454
+  _globals['_KVCHUNKPIECE']._serialized_end=587
+  _globals['_KVSTORERESPONSE']._serialized_start=589
+  _globals['_KVSTORERESPONSE']._serialized_end=673
+  _globals['_KVRELEASEREQUEST']._serialized_start=675
+  _globals['_KVRELEASEREQUEST']._serialized_end=711
+  _globals['_KVRELEASERESPONSE']._serialized_start=713
+  _globals['_KVRELEASERESPONSE']._serialized_end=750
+  _globals['_KVSTATSREQUEST']._serialized_start=752
+  _globals['_KVSTATSREQUEST']._serialized_end=768
+  _globals['_KVLEVELSTATS']._serialized_start=771
+  _globals['_KVLEVELSTATS']._serialized_end=1050
+  _globals['_KVSTATSRESPONSE']._serialized_start=1053
+  _globals['_KVSTATSRESPONSE']._serialized_end=1493
+  _globals['_ACTIVATIONSERVICE']._serialized_start=1496
+  _globals['_ACTIVATIONSERVICE']._serialized_end=1833
 # @@protoc_insertion_point(module_scope)

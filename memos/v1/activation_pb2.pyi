@@ -8,30 +8,36 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class KvLookupRequest(_message.Message):
-    __slots__ = ("keys", "pin", "lease_ms", "cube_ids", "hint")
+    __slots__ = ("keys", "pin", "lease_ms", "cube_ids", "hint", "shared_dir_id")
     KEYS_FIELD_NUMBER: _ClassVar[int]
     PIN_FIELD_NUMBER: _ClassVar[int]
     LEASE_MS_FIELD_NUMBER: _ClassVar[int]
     CUBE_IDS_FIELD_NUMBER: _ClassVar[int]
     HINT_FIELD_NUMBER: _ClassVar[int]
+    SHARED_DIR_ID_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedScalarFieldContainer[bytes]
     pin: bool
     lease_ms: int
     cube_ids: _containers.RepeatedScalarFieldContainer[str]
     hint: _memcube_pb2.Hint
-    def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., pin: _Optional[bool] = ..., lease_ms: _Optional[int] = ..., cube_ids: _Optional[_Iterable[str]] = ..., hint: _Optional[_Union[_memcube_pb2.Hint, str]] = ...) -> None: ...
+    shared_dir_id: str
+    def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., pin: _Optional[bool] = ..., lease_ms: _Optional[int] = ..., cube_ids: _Optional[_Iterable[str]] = ..., hint: _Optional[_Union[_memcube_pb2.Hint, str]] = ..., shared_dir_id: _Optional[str] = ...) -> None: ...
 
 class KvLookupResponse(_message.Message):
-    __slots__ = ("matched", "pinned", "lease_id", "lease_ms")
+    __slots__ = ("matched", "pinned", "lease_id", "lease_ms", "local_paths", "local_sizes")
     MATCHED_FIELD_NUMBER: _ClassVar[int]
     PINNED_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_PATHS_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_SIZES_FIELD_NUMBER: _ClassVar[int]
     matched: int
     pinned: int
     lease_id: str
     lease_ms: int
-    def __init__(self, matched: _Optional[int] = ..., pinned: _Optional[int] = ..., lease_id: _Optional[str] = ..., lease_ms: _Optional[int] = ...) -> None: ...
+    local_paths: _containers.RepeatedScalarFieldContainer[str]
+    local_sizes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, matched: _Optional[int] = ..., pinned: _Optional[int] = ..., lease_id: _Optional[str] = ..., lease_ms: _Optional[int] = ..., local_paths: _Optional[_Iterable[str]] = ..., local_sizes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class KvFetchRequest(_message.Message):
     __slots__ = ("keys", "lease_id", "max_piece_bytes", "shared_dir_id", "shared_recheck")

@@ -70,3 +70,29 @@ def test_loaded_blocks_hold_the_stored_kv_and_a_gap_fails_the_rest(
         late = _codec(device)
         result = load_blocks(kv, late, keys, block_ids, lease_id="", deadline=time.monotonic() - 1)
         assert result.loaded == 0 and result.failed == tuple(block_ids)
+
+
+def test_batched_writes_place_every_block_whatever_the_ids() -> None:
+    """write_direct copies per run of consecutive ids, or indexed when the ids scatter; a
+    strided source (blocks read back to back with a header between them) is fine."""
+    generator = torch.Generator().manual_seed(4)
+    for device, dtype in (("cpu-vec", torch.float32), ("cpu-amx", torch.bfloat16)):
+        for block_ids in ([3, 4, 5, 6, 7, 8, 20, 21, 22, 23], [9, 2, 30, 31, 0, 17, 5, 38, 1, 12]):
+            layout = EngineLayout(
+                "tiny", str(dtype)[6:], TOKENS, LAYERS, HEADS, HEAD, 0, 1, "0.32", device
+            )
+            caches = {
+                f"layer.{i}": torch.zeros(BUFFER_BLOCKS, HEADS, TOKENS, 2 * HEAD, dtype=dtype)
+                for i in range(LAYERS)
+            }
+            codec = BlockCodec(caches, list(caches), layout)
+            shape = (len(block_ids), LAYERS, 2, HEADS, TOKENS, HEAD)
+            blocks = torch.randn(shape, generator=generator).to(dtype)
+            padded = torch.zeros(len(block_ids), blocks[0].numel() + 32, dtype=dtype)
+            padded[:, 32:] = blocks.reshape(len(block_ids), -1)
+            strided = padded[:, 32:].view(blocks.shape)
+            assert not strided.is_contiguous()
+            codec.write_direct(block_ids, strided)
+            assert torch.equal(codec.read(block_ids), blocks)
+            others = [b for b in range(BUFFER_BLOCKS) if b not in block_ids]
+            assert not codec.read(others).any(), "no other block was written"

@@ -8,11 +8,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
+from memos.integrations.vllm import transfer
 from memos.integrations.vllm.transfer import LoadResult, load_blocks
 from memos.tiers.activation.chunk import encode
-from memos.tiers.activation.shared import ID_FILE
+from memos.tiers.activation.shared import ID_FILE, read_shared_id
+from memos.tiers.activation.tenancy import tenant_namespace
 from tests.activation._chunks import flip_byte
 from tests.activation_api.conftest import StartKv
 from tests.activation_api.test_connector_load import HEAD, HEADS, LAYERS, TOKENS
@@ -81,3 +84,60 @@ def test_blocks_load_from_the_shared_files_and_bad_files_fall_back_to_bytes(
     # No directory configured at all: bytes.
     result, loaded = load(None)
     assert result.from_files == 0 and torch.equal(loaded, blocks)
+
+
+def test_files_named_by_the_lookup_load_with_no_fetch_in_batches(
+    start_kv: StartKv, connect: Connect, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "shm"
+    handle = start_kv(model=False, activation={"shared_dir": root})
+    _, kv = connect(handle, "acme")
+    codec = codec_for("cpu-vec")
+    keys = [codec.layout.fingerprint + bytes([i, 9]) * 16 for i in range(len(BLOCK_IDS))]
+    blocks = torch.randn(len(keys), LAYERS, 2, HEADS, TOKENS, HEAD, generator=torch.manual_seed(6))
+    kv.store([(k, encode(k, codec.model_layout, b)) for k, b in zip(keys, blocks, strict=True)])
+    # Three files per batch: the loads below cross batch boundaries.
+    monkeypatch.setattr(
+        transfer, "FILE_BATCH_BYTES", 3 * len(encode(keys[0], codec.model_layout, blocks[0]))
+    )
+
+    def load(files: int | None = None) -> tuple[LoadResult, torch.Tensor]:
+        fresh = codec_for("cpu-vec")
+        found = kv.lookup(keys, pin=True, shared_dir_id=read_shared_id(root))
+        assert len(found.files) == len(keys)
+        result = load_blocks(
+            kv,
+            fresh,
+            keys,
+            BLOCK_IDS,
+            lease_id=found.lease_id,
+            deadline=time.monotonic() + 30,
+            shared_dir=root,
+            files=found.files[:files],
+        )
+        assert found.lease_id in result.holds, "the lease holds the files: released after"
+        for hold in result.holds:
+            kv.release(hold)
+        assert kv.stats().leases == 0
+        return result, fresh.read(BLOCK_IDS)
+
+    fetches = kv.stats().fetches
+    result, loaded = load()
+    assert (result.loaded, result.from_files, result.refetched) == (len(keys), len(keys), 0)
+    assert not result.fetched and kv.stats().fetches == fetches, "no Fetch at all"
+    assert torch.equal(loaded, blocks)
+
+    # Fewer files than blocks (the directory lacked the rest): the rest is fetched.
+    result, loaded = load(files=4)
+    assert result.fetched and (result.loaded, result.from_files) == (len(keys), len(keys))
+    assert torch.equal(loaded, blocks)
+
+    # A corrupt file in the second batch: its block comes as bytes, the others from files.
+    files = sorted((root / "chunks").glob("*/*.kvc"))
+    bad = next(
+        f for f in files if f.name.startswith(tenant_namespace("acme").hex() + keys[4].hex())
+    )
+    bad.write_bytes(flip_byte(bad.read_bytes(), 3000))
+    result, loaded = load()
+    assert (result.loaded, result.from_files, result.refetched) == (len(keys), len(keys) - 1, 1)
+    assert torch.equal(loaded, blocks)

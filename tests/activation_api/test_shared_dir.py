@@ -207,3 +207,52 @@ def test_a_hold_that_is_never_released_expires(tmp_path: Path) -> None:
     assert shared.holds() == 0
     assert level.put(*third), "expired: the held files may go"
     assert not shared.release("acme", "h1")
+
+
+def test_a_pinned_lookup_names_the_files_already_there_held_under_its_lease(
+    start_kv: StartKv, connect: Connect, tmp_path: Path
+) -> None:
+    root = tmp_path / "shm"
+    handle = shared_server(start_kv, root, chunks=4)
+    _, kv = connect(handle, "acme")
+    kv.store(CHUNKS[:4])
+    shared_id = read_shared_id(root)
+
+    found = kv.lookup(KEYS[:4], pin=True, shared_dir_id=shared_id)
+    assert found.pinned == 4 and len(found.files) == 4
+    for (_, blob), item in zip(CHUNKS, found.files, strict=False):
+        assert (root / item.path).read_bytes() == blob and item.size == len(blob)
+        assert item.hold == found.lease_id
+    # Held: the level is full of them, so new chunks cannot evict them.
+    assert kv.store(CHUNKS[4:6]).stored == 2
+    assert all((root / item.path).is_file() for item in found.files)
+    # A Fetch of other keys naming the lease ends the pins, not the files' hold.
+    assert len(list(kv.iter_fetch(KEYS[:1], lease_id=found.lease_id))) == 1
+    assert len(fetch_local(kv, root, KEYS[4:6])) == 2
+    assert all((root / item.path).is_file() for item in found.files)
+    assert kv.release(found.lease_id), "the release ends the files' hold"
+    fetch_local(kv, root, KEYS[4:6])
+    assert not all((root / item.path).is_file() for item in found.files), "evictable again"
+
+    # Another directory's id, no id, or no pin: no names.
+    assert kv.lookup(KEYS[:2], pin=True, shared_dir_id="0" * 32).files == ()
+    assert kv.lookup(KEYS[:2], pin=True).files == ()
+    assert kv.lookup(KEYS[:2], shared_dir_id=shared_id).files == ()
+
+
+def test_a_lookup_names_the_leading_files_only(
+    start_kv: StartKv, connect: Connect, tmp_path: Path
+) -> None:
+    root = tmp_path / "shm"
+    handle = shared_server(start_kv, root)
+    _, kv = connect(handle, "acme")
+    kv.store(CHUNKS[:4])
+    tier = handle.server.kernel().activation
+    assert tier is not None and tier.shared is not None
+    # Out of the directory, still in RAM (as when the directory's budget evicted it).
+    assert tier.shared.level.delete(tenant_namespace("acme") + KEYS[2])
+    found = kv.lookup(KEYS[:4], pin=True, shared_dir_id=read_shared_id(root))
+    assert found.pinned == 4, "still in RAM"
+    assert len(found.files) == 2, "up to the gap in the directory; the rest is fetched"
+    assert kv.release(found.lease_id)
+    assert kv.stats().leases == 0

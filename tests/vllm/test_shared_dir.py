@@ -48,6 +48,7 @@ def test_shared_dir_fresh_engine_loads_files_and_a_corrupt_file_falls_back(
             stats = b.worker.stats
             assert stats["shared_dir_blocks"] == stats["loaded_blocks"] == blocks
             assert stats["shared_dir_fallbacks"] == stats["load_failed_blocks"] == 0
+            assert stats["fetchless_loads"] == 1, "the Lookup named the files: no Fetch"
             assert fresh.token_ids == reference.token_ids
 
             # A damaged file (in the payload, where only the checksum sees it): that block
@@ -65,6 +66,7 @@ def test_shared_dir_fresh_engine_loads_files_and_a_corrupt_file_falls_back(
             b.forget_local_cache()
             healed = b.generate(PROMPT)
             assert stats["shared_dir_blocks"] == 3 * blocks - 1
+            assert stats["fetchless_loads"] == 2, "the rewritten file came through a Fetch"
             assert healed.token_ids == reference.token_ids
 
             # The stream is still there per request: the same answer without the files.

@@ -23,9 +23,11 @@ chunk costs a recompute: failed blocks are reported through
 be ``recompute``; with ``fail`` vLLM fails those requests instead).
 
 Same host: with ``shared_dir`` (the engine's mount of the daemon's ``activation.shared_dir``)
-the worker reads the chunk files the daemon names there instead of receiving the bytes, one
-copy from the (memory-backed) file into the block; a file it cannot use is fetched again as
-bytes. See ``transfer.py``.
+the worker reads the chunk files the daemon names there instead of receiving the bytes. The
+scheduler's Lookup sends the directory's id, and the daemon names the pinned chunks already
+in it (held under the Lookup's lease): the worker reads those with no Fetch on the forward
+pass's path, fetches only the rest, and releases the lease in the background (unreleased, it
+expires). A file it cannot use is fetched again as bytes. See ``transfer.py``.
 
 Per request, ``kv_transfer_params`` may carry ``memos.load`` / ``memos.save`` (bools),
 ``memos.cube_ids`` (the cubes the prompt holds) and ``memos.hint`` (the one-bit hint: true
@@ -46,6 +48,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -58,7 +61,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
 from vllm.platforms import current_platform
 
 from memos.client import MemosClient
-from memos.client_activation import ActivationClient
+from memos.client_activation import ActivationClient, LocalChunk
 from memos.ids import ID_PATTERN
 from memos.integrations.vllm.blocks import BlockCodec
 from memos.integrations.vllm.layout import EngineLayout, UnsupportedLayout, layout_from_vllm
@@ -70,6 +73,7 @@ from memos.integrations.vllm.settings import (
     request_params,
 )
 from memos.integrations.vllm.transfer import SaveJob, Saver, load_blocks
+from memos.tiers.activation.shared import read_shared_id
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -92,6 +96,10 @@ class LoadSpec:
     hashes: list[bytes]  # vLLM block hashes; each worker prefixes its rank's fingerprint
     leases: tuple[str, ...]  # one per tensor-parallel rank
     shared_dir: bool = True  # may load through the shared directory (the request's switch)
+    # Per rank: the shared files (path, size) of these blocks the Lookup named, held under
+    # the rank's lease; the worker reads them with no Fetch. Shorter than ``block_ids`` (or
+    # empty) where the directory lacks the rest: those are fetched.
+    files: tuple[tuple[tuple[str, int], ...], ...] = ()
 
 
 @dataclass
@@ -169,6 +177,7 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
             "lookup_retries": 0,  # steps a request waited for its Lookup
             "shared_dir_blocks": 0,  # of loaded_blocks, read from the shared directory
             "shared_dir_fallbacks": 0,  # shared files unusable, fetched again as bytes
+            "fetchless_loads": 0,  # loads the Lookup's files covered: no Fetch round trip
             "load_us": 0,  # time spent loading, in the forward pass's way
             "save_copy_us": 0,  # time spent copying blocks out for saving
         }
@@ -249,11 +258,17 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
             return 0, False
         hashes = list(request.block_hashes[:loadable])
         params = state.params
+        shared = self.settings.shared_dir
         hit = self._lookups.get(
             request.request_id,
             [layout.keys_of(hashes) for layout in self._rank_layouts],
             cube_ids=params.cube_ids,
             hint=None if params.hint is None else ("reuse" if params.hint else "done"),
+            # Read in the Lookup's thread, per Lookup: the daemon may have created the
+            # directory (or a new one, with a new id) after this engine started.
+            shared_dir_id=partial(read_shared_id, shared)
+            if shared is not None and params.shared_dir
+            else None,
         )
         if hit is None:
             self.stats["lookup_retries"] += 1
@@ -326,6 +341,7 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
                 hashes=[bytes(h) for h in request.block_hashes[start:end]],
                 leases=hit.leases if hit is not None else (),
                 shared_dir=state.params.shared_dir,
+                files=tuple(rank[start:end] for rank in hit.files) if hit is not None else (),
             )
         )
         # The worker's Fetch names the lease and so releases it.
@@ -406,6 +422,8 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
         started = time.perf_counter()
         for spec in meta.loads:
             lease = spec.leases[rank] if rank < len(spec.leases) else ""
+            shared = self.settings.shared_dir if spec.shared_dir else None
+            named = spec.files[rank] if rank < len(spec.files) and lease else ()
             result = load_blocks(
                 self._fetch_client,
                 self._codec,
@@ -413,8 +431,11 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
                 spec.block_ids,
                 lease_id=lease,
                 deadline=time.monotonic() + self.settings.load_timeout_s,
-                shared_dir=self.settings.shared_dir if spec.shared_dir else None,
+                shared_dir=shared,
+                files=[LocalChunk(path=p, size=n, hold=lease) for p, n in named],
             )
+            if not result.fetched:
+                self.stats["fetchless_loads"] += 1
             self.stats["loaded_blocks"] += result.loaded
             self.stats["shared_dir_blocks"] += result.from_files
             self.stats["shared_dir_fallbacks"] += result.refetched

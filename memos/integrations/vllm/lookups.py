@@ -34,6 +34,9 @@ class Hit:
 
     blocks: int
     leases: tuple[str, ...]
+    # Per rank: the shared files of the leading pinned blocks, (path, size), held under that
+    # rank's lease: the worker reads them with no Fetch (empty without a shared directory).
+    files: tuple[tuple[tuple[str, int], ...], ...] = ()
 
 
 MISS = Hit(0, ())
@@ -75,11 +78,14 @@ class Lookups:
         *,
         cube_ids: Sequence[str] = (),
         hint: str | None = None,
+        shared_dir_id: Callable[[], str] | None = None,
     ) -> Hit | None:
         """The hit for ``request_id`` (one key chain per rank), or None while pending.
 
         ``cube_ids`` and ``hint`` ride on the first rank's Lookup only: the daemon counts them
-        as one read of those cubes per request.
+        as one read of those cubes per request. ``shared_dir_id`` reads the id of the engine's
+        mount of the daemon's shared directory (in the Lookup's thread), to get the files of
+        the pinned blocks.
         """
         answer = self._answers.get(request_id)
         if answer is not None:
@@ -88,7 +94,7 @@ class Lookups:
         if pending is None:
             self.lookups += 1
             future = self._pool.submit(
-                self._lookup, [list(c) for c in chains], tuple(cube_ids), hint
+                self._lookup, [list(c) for c in chains], tuple(cube_ids), hint, shared_dir_id
             )
             pending = _Pending(future, time.monotonic() + self._timeout_s)
             self._pending[request_id] = pending
@@ -121,10 +127,16 @@ class Lookups:
         return hit
 
     def _lookup(
-        self, chains: list[list[bytes]], cube_ids: tuple[str, ...], hint: str | None
+        self,
+        chains: list[list[bytes]],
+        cube_ids: tuple[str, ...],
+        hint: str | None,
+        shared_dir_id: Callable[[], str] | None,
     ) -> Hit:
         client = self._client()
+        shared_id = shared_dir_id() if shared_dir_id is not None else ""
         leases: list[str] = []
+        files: list[tuple[tuple[str, int], ...]] = []
         blocks: int | None = None
         try:
             for rank, keys in enumerate(chains):
@@ -135,13 +147,15 @@ class Lookups:
                     lease_ms=self._lease_ms,
                     cube_ids=cube_ids if first else (),
                     hint=hint if first else None,
+                    shared_dir_id=shared_id,
                 )
                 leases.append(found.lease_id)
+                files.append(tuple((f.path, f.size) for f in found.files))
                 blocks = found.pinned if blocks is None else min(blocks, found.pinned)
         except BaseException:
             self._release(leases)
             raise
-        return Hit(blocks or 0, tuple(leases))
+        return Hit(blocks or 0, tuple(leases), tuple(files) if any(files) else ())
 
     def forget(self, request_id: str, *, release: bool) -> None:
         """Drop a request's answer; with ``release``, unpin what it had pinned."""

@@ -104,7 +104,7 @@ class SharedDir:
         return bool(shared_id) and hmac.compare_digest(shared_id.encode(), self.id.encode())
 
     def relative_path(self, stored_key: bytes) -> str:
-        return self.level.path(stored_key).relative_to(self.root).as_posix()
+        return self.level.relative_path(stored_key)
 
     def hold(self, tenant: str, hold_id: str, stored_key: bytes, seconds: float) -> int | None:
         """Pin ``stored_key``'s file under ``hold_id``; its size, or None when the level

@@ -59,6 +59,9 @@ class LookupResult:
     pinned: int  # leading keys pinned in RAM under the lease (0 without one)
     lease_id: str  # "" when nothing was pinned
     lease_seconds: float  # how long the pins last unless a fetch or release ends them
+    # With the shared directory's id: the files of the leading pinned keys in it, held under
+    # the lease until it is released or expires (a fetch naming the lease leaves them held).
+    files: tuple[SharedChunk, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,8 +187,15 @@ class ActivationTier:
         *,
         pin: bool = False,
         lease_seconds: float | None = None,
+        shared_id: str = "",
     ) -> LookupResult:
-        """How many leading ``keys`` are stored; with ``pin``, pin them under a lease."""
+        """How many leading ``keys`` are stored; with ``pin``, pin them under a lease.
+
+        With ``pin`` and the shared directory's id (``shared_id``, as :meth:`fetch_shared`
+        takes it), the files of the leading pinned keys already in the directory are named
+        and held under the lease, so the engine reads them without a fetch. Files are never
+        written here: a lookup stays cheap, and :meth:`fetch_shared` writes the rest.
+        """
         caller.require("read")
         _check_keys(keys)
         namespace = self.namespace(caller.tenant)
@@ -196,7 +206,17 @@ class ActivationTier:
         lease = self.leases.grant(caller.tenant, namespace, keys[:matched], seconds)
         if lease is None:
             return LookupResult(matched, 0, "", 0.0)
-        return LookupResult(matched, len(lease.keys), lease.id, seconds)
+        pinned = len(lease.keys)
+        files: list[SharedChunk] = []
+        shared = self.shared
+        if shared is not None and shared.matches(shared_id):
+            for key in keys[:pinned]:
+                stored = namespace + key
+                size = shared.hold(caller.tenant, lease.id, stored, seconds)
+                if size is None:
+                    break
+                files.append(SharedChunk(key, shared.relative_path(stored), size))
+        return LookupResult(matched, pinned, lease.id, seconds, tuple(files))
 
     def _lease_seconds(self, asked: float | None) -> float:
         if asked is None or asked <= 0:

@@ -57,10 +57,7 @@ class DiskLevel(Level):
         self._rebuild()
 
     def _path(self, key: bytes) -> Path:
-        name = key.hex()
-        # Fan out on the chain hash (the key's last 32 bytes): a key's leading bytes are a
-        # model fingerprint or a tenant namespace, the same for most chunks.
-        return self._chunks / name[-64:-62] / f"{name}{_SUFFIX}"
+        return self._chunks / _fan_out(key)
 
     def _rebuild(self) -> None:
         for stale in self._tmp.iterdir():
@@ -185,6 +182,11 @@ class DiskLevel(Level):
         """Where ``key``'s file is (or would be) under ``root``."""
         return self._path(key)
 
+    def relative_path(self, key: bytes) -> str:
+        """:meth:`path` relative to ``root``, POSIX style: string work only, no Path objects
+        (they cost several microseconds a key, which a Lookup naming files pays per key)."""
+        return f"{self._chunks.name}/{_fan_out(key)}"
+
     def size(self, key: bytes) -> int | None:
         """The stored chunk's size in bytes; None when the level does not hold it."""
         with self._lock:
@@ -214,3 +216,11 @@ class DiskLevel(Level):
     def occupancy(self) -> tuple[int, int, int, bool]:
         with self._lock:
             return len(self._sizes), self._policy.used, self._policy.budget, True
+
+
+def _fan_out(key: bytes) -> str:
+    """A key's file under the chunks directory. Fans out on the chain hash (the key's last 32
+    bytes): a key's leading bytes are a model fingerprint or a tenant namespace, the same for
+    most chunks."""
+    name = key.hex()
+    return f"{name[-64:-62]}/{name}{_SUFFIX}"
