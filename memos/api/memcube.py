@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import grpc
+import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from memos.api.auth import Authenticator
@@ -53,10 +54,10 @@ def _time(ts: Timestamp, present: bool) -> datetime | None:
 
 
 def cube_input(msg: pb.CubeInput) -> CubeInput:
+    """The input without its embedding (``cube_vector`` reads that one)."""
     return CubeInput(
         namespace=msg.namespace or DEFAULT_NAMESPACE,
         text=msg.text,
-        embedding=tuple(msg.embedding) or None,
         tags=tuple(msg.tags),
         metadata=dict(msg.metadata),
         source=source_from_proto(msg.source),
@@ -64,6 +65,28 @@ def cube_input(msg: pb.CubeInput) -> CubeInput:
         pinned=msg.pinned,
         priority=msg.priority,
     )
+
+
+def cube_vector(msg: pb.CubeInput) -> np.ndarray | None:
+    """The input's embedding as float32, from either of its two forms; None when it has none.
+
+    Neither form becomes a tuple of Python floats (0.3 ms of a Put's CPU per cube when it did):
+    the bytes are read in place, the repeated field in one numpy call.
+    """
+    if msg.embedding_f32:
+        if msg.embedding:
+            raise InvalidArgument(
+                "a cube carries both embedding and embedding_f32: send one of the two"
+            )
+        if len(msg.embedding_f32) % 4:
+            raise InvalidArgument(
+                f"embedding_f32 is {len(msg.embedding_f32)} bytes: it must hold little-endian "
+                "float32 values, 4 bytes each"
+            )
+        return np.frombuffer(msg.embedding_f32, dtype="<f4")
+    if msg.embedding:
+        return np.array(msg.embedding, dtype=np.float32)
+    return None
 
 
 def cube_filter(msg: pb.Filter) -> CubeFilter:
@@ -118,7 +141,7 @@ class MemCubeServicer(pb_grpc.MemCubeServiceServicer):
     @unary
     def Put(self, request: pb.PutRequest, context: grpc.ServicerContext) -> pb.PutResponse:
         kernel, who = self._enter(context)
-        (cube,) = kernel.put(who, [cube_input(request.cube)])
+        (cube,) = kernel.put(who, [cube_input(request.cube)], [cube_vector(request.cube)])
         return pb.PutResponse(cube=to_proto(cube))
 
     @unary
@@ -126,7 +149,9 @@ class MemCubeServicer(pb_grpc.MemCubeServiceServicer):
         self, request: pb.PutBatchRequest, context: grpc.ServicerContext
     ) -> pb.PutBatchResponse:
         kernel, who = self._enter(context)
-        cubes = kernel.put(who, [cube_input(c) for c in request.cubes])
+        cubes = kernel.put(
+            who, [cube_input(c) for c in request.cubes], [cube_vector(c) for c in request.cubes]
+        )
         return pb.PutBatchResponse(cubes=[to_proto(c) for c in cubes])
 
     @unary

@@ -179,7 +179,7 @@ class MemCube(_message.Message):
     def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., namespace: _Optional[str] = ..., kind: _Optional[_Union[Kind, str]] = ..., state: _Optional[_Union[State, str]] = ..., version: _Optional[int] = ..., parent_ids: _Optional[_Iterable[str]] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pinned: _Optional[bool] = ..., priority: _Optional[int] = ..., size_bytes: _Optional[int] = ..., access: _Optional[_Union[AccessStats, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., plaintext: _Optional[_Union[PlaintextPayload, _Mapping]] = ..., activation: _Optional[_Union[ActivationPayload, _Mapping]] = ..., parameter: _Optional[_Union[ParameterPayload, _Mapping]] = ...) -> None: ...
 
 class CubeInput(_message.Message):
-    __slots__ = ("namespace", "text", "embedding", "tags", "metadata", "source", "ttl_seconds", "pinned", "priority")
+    __slots__ = ("namespace", "text", "embedding", "tags", "metadata", "source", "ttl_seconds", "pinned", "priority", "embedding_f32")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +196,7 @@ class CubeInput(_message.Message):
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PINNED_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_F32_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     text: str
     embedding: _containers.RepeatedScalarFieldContainer[float]
@@ -205,7 +206,8 @@ class CubeInput(_message.Message):
     ttl_seconds: int
     pinned: bool
     priority: int
-    def __init__(self, namespace: _Optional[str] = ..., text: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., ttl_seconds: _Optional[int] = ..., pinned: _Optional[bool] = ..., priority: _Optional[int] = ...) -> None: ...
+    embedding_f32: bytes
+    def __init__(self, namespace: _Optional[str] = ..., text: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., ttl_seconds: _Optional[int] = ..., pinned: _Optional[bool] = ..., priority: _Optional[int] = ..., embedding_f32: _Optional[bytes] = ...) -> None: ...
 
 class PutRequest(_message.Message):
     __slots__ = ("cube",)

@@ -279,6 +279,26 @@ def test_bad_input_gets_actionable_statuses_and_the_daemon_keeps_serving(
         ),
         (
             s.Put,
+            pb.PutRequest(cube=pb.CubeInput(text="ok", embedding_f32=b"\x00" * 10)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "4 bytes each",
+        ),
+        (
+            s.Put,
+            pb.PutRequest(cube=pb.CubeInput(text="ok", embedding_f32=b"\x00" * 8)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "dimensions",
+        ),
+        (
+            s.Put,
+            pb.PutRequest(
+                cube=pb.CubeInput(text="ok", embedding=[0.5], embedding_f32=b"\x00\x00\x00?")
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "embedding_f32",
+        ),
+        (
+            s.Put,
             pb.PutRequest(cube=pb.CubeInput(text="ok", ttl_seconds=10**12)),
             grpc.StatusCode.INVALID_ARGUMENT,
             "ttl",
@@ -371,3 +391,33 @@ def test_list_paginates_and_filters(server: ServerHandle) -> None:
     later = s.List(pb.ListRequest(filter=after), metadata=meta).cubes
     assert {c.id for c in later} <= {c.id for c in made[4:]}
     assert {c.id for c in later} >= {c.id for c in made[5:]}
+
+
+def test_both_embedding_forms_store_the_exact_vector(server: ServerHandle) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((3, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with server.channel() as ch:
+        stub = pb_grpc.MemCubeServiceStub(ch)  # type: ignore[no-untyped-call]
+        auth = md(server, "acme")
+        put = stub.PutBatch(
+            pb.PutBatchRequest(
+                cubes=[
+                    pb.CubeInput(text="as bytes", embedding_f32=vectors[0].astype("<f4").tobytes()),
+                    pb.CubeInput(text="as floats", embedding=vectors[1].tolist()),
+                    pb.CubeInput(text="bytes again", embedding_f32=vectors[2].tobytes()),
+                ]
+            ),
+            metadata=auth,
+        )
+        for sent, cube in zip(vectors, put.cubes, strict=True):
+            got = stub.Get(pb.GetRequest(id=cube.id, include_embedding=True), metadata=auth).cube
+            assert got.plaintext.embedding_model == "all-MiniLM-L6-v2"
+            assert np.array_equal(np.array(got.plaintext.embedding, dtype=np.float32), sent)
+        hit = stub.Search(
+            pb.SearchRequest(query_embedding=vectors[2].tolist(), k=1, mode=pb.SEARCH_MODE_DENSE),
+            metadata=auth,
+        ).hits[0]
+        assert hit.cube.id == put.cubes[2].id and hit.score == pytest.approx(1.0, abs=1e-5)

@@ -6,7 +6,8 @@ import threading
 
 import numpy as np
 
-from memos.embed import Embedder, embed_one, measure_throughput
+from memos.config import EmbedSettings
+from memos.embed import Embedder, MiniLMEmbedder, embed_one, measure_throughput, parallelism
 
 
 def test_embeddings_are_normalised_float32_rows(minilm: Embedder) -> None:
@@ -51,3 +52,16 @@ def test_query_lane_matches_the_batch_lane_under_concurrency(minilm: Embedder) -
 def test_measure_throughput(minilm: Embedder) -> None:
     rate = measure_throughput(minilm, [f"short text {i}" for i in range(64)], batch_size=32)
     assert rate > 1.0
+
+
+def test_a_batch_split_over_lanes_matches_one_lane(minilm: Embedder) -> None:
+    texts = [
+        f"note {i}: the {['red', 'blue', 'green'][i % 3]} bus leaves at {i} pm" for i in range(50)
+    ]
+    reference = minilm.embed(texts)
+    lanes = MiniLMEmbedder(EmbedSettings(workers=3, threads=1))
+    assert parallelism(lanes) == 3
+    # 50 texts over 3 lanes (at least MIN_SPLIT each): three parts, in order.
+    assert np.allclose(lanes.embed(texts), reference, atol=1e-5)
+    assert np.allclose(lanes.embed(texts[:5]), reference[:5], atol=1e-5)
+    assert float(lanes.embed_query(texts[7]) @ reference[7]) > 0.9999

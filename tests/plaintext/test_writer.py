@@ -30,6 +30,24 @@ def test_queued_items_are_handled_in_batches_in_order() -> None:
     assert all(len(b) <= 4 for b in batches) and len(batches) < 10
 
 
+def test_several_workers_handle_batches_side_by_side() -> None:
+    # Each batch waits for another one to be in hand at the same time: one worker would hang.
+    both = threading.Barrier(2, timeout=10)
+    workers: set[str] = set()
+
+    def handle(batch: list[Pending[int, int]]) -> None:
+        workers.add(threading.current_thread().name)
+        both.wait()
+        for p in batch:
+            p.resolve(p.item)
+
+    batcher: Batcher[int, int] = Batcher("test", handle, max_rows=1, max_wait_s=0.0, workers=2)
+    pending = [batcher.submit(i) for i in range(6)]
+    assert sorted(p.future.result(timeout=10) for p in pending) == list(range(6))
+    batcher.close(timeout=10)
+    assert len(workers) == 2 and not any(t.is_alive() for t in batcher._threads)
+
+
 def test_rows_bound_the_batch_but_a_big_item_goes_alone() -> None:
     sizes: list[int] = []
 

@@ -64,7 +64,7 @@ from lancedb.table import Table
 
 from memos.config import PlaintextSettings
 from memos.cube import MemCube, State, check_id, check_tenant, utcnow
-from memos.embed import Embedder, embed_one
+from memos.embed import Embedder, embed_one, parallelism
 from memos.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from memos.ids import ID_PATTERN
 from memos.tiers.plaintext import index as ann
@@ -133,6 +133,7 @@ class PlaintextStats:
 @dataclass
 class _PutJob:
     cubes: list[MemCube]
+    vectors: list[np.ndarray | None]  # each cube's own embedding (None: embed its text)
 
 
 @dataclass
@@ -229,6 +230,9 @@ class PlaintextStore:
             self._embed_batch,
             max_rows=min(settings.group_commit_embed_rows, settings.group_commit_max_rows),
             max_wait_s=settings.group_commit_max_wait_ms / 1000.0,
+            # One thread per model lane: while one lane embeds a batch, the puts that came
+            # meanwhile start on another instead of waiting for it.
+            workers=parallelism(embedder),
         )
 
     # ------------------------------------------------------------------ opening
@@ -314,13 +318,18 @@ class PlaintextStore:
 
     # ------------------------------------------------------------------ writes
 
-    def put(self, cubes: Sequence[MemCube]) -> list[MemCube]:
-        """Store new cubes; returns them (embedding, model and size filled) once committed."""
+    def put(
+        self, cubes: Sequence[MemCube], vectors: Sequence[np.ndarray | None] | None = None
+    ) -> list[MemCube]:
+        """Store new cubes; returns them (embedding, model and size filled) once committed.
+
+        ``vectors[i]``, when given, is cube i's embedding as a float32 array, in place of one
+        in the cube: it goes to the table without a Python float per number.
+        """
         if not cubes:
             return []
-        for cube in cubes:
-            self._check_new(cube)
-        pending = self._embeds.submit(_PutJob(list(cubes)), rows=len(cubes))
+        own = self._own_vectors(cubes, vectors)
+        pending = self._embeds.submit(_PutJob(list(cubes), own), rows=len(cubes))
         return pending.future.result()
 
     def update(
@@ -368,10 +377,34 @@ class PlaintextStore:
         if threading.current_thread() is self._commits.thread:
             raise RuntimeError("a write to the plaintext store from its own commit thread")
 
-    def _check_new(self, cube: MemCube) -> None:
-        embedding = cube.plaintext.embedding if cube.plaintext is not None else None
-        if embedding is not None:
-            self.check_vector(embedding, "embedding")
+    def _own_vectors(
+        self, cubes: Sequence[MemCube], vectors: Sequence[np.ndarray | None] | None
+    ) -> list[np.ndarray | None]:
+        """Each cube's own embedding as float32 (None: the store embeds its text), all checked
+        in one pass, so a bad one fails the whole put before anything is queued."""
+        if vectors is not None and len(vectors) != len(cubes):
+            raise InvalidArgument(f"{len(vectors)} embeddings for {len(cubes)} cubes")
+        own: list[np.ndarray | None] = []
+        for i, cube in enumerate(cubes):
+            given: Sequence[float] | np.ndarray | None = None if vectors is None else vectors[i]
+            if cube.plaintext is None:
+                if given is not None:
+                    raise InvalidArgument(f"a {cube.kind} cube has no text to carry an embedding")
+                own.append(None)
+                continue
+            if given is None:
+                given = cube.plaintext.embedding
+            own.append(None if given is None else np.asarray(given, dtype=np.float32).reshape(-1))
+        present = [v for v in own if v is not None]
+        if present:
+            if any(v.shape[0] != self._dim for v in present):
+                for v in present:
+                    self.check_vector(v, "embedding")  # raises with the dimensions
+            matrix = np.stack(present)
+            bad = ~(np.isfinite(matrix).all(axis=1) & matrix.any(axis=1))
+            if bad.any():
+                self.check_vector(present[int(np.argmax(bad))], "embedding")  # raises: which
+        return own
 
     def check_vector(self, vector: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
         """The vector as float32, or InvalidArgument: wrong dimension, NaN/inf, all zeros."""
@@ -387,16 +420,18 @@ class PlaintextStore:
             raise InvalidArgument(f"{what} is all zeros: cosine similarity needs a direction")
         return arr
 
-    def _complete(self, cube: MemCube, vector: np.ndarray | None) -> MemCube:
-        """The cube as stored: embedding (when computed here), model name and size filled."""
+    def _complete(
+        self, cube: MemCube, vector: np.ndarray | None, *, computed: bool = True
+    ) -> MemCube:
+        """The cube as stored: embedding (when computed here, or sent beside the cube rather
+        than in it), model name and size filled."""
         updates: dict[str, object] = {}
         if cube.plaintext is not None:
             payload = cube.plaintext
             changes: dict[str, object] = {}
-            if vector is not None:
+            if vector is not None and (computed or payload.embedding is None):
                 changes["embedding"] = tuple(vector.tolist())
-                changes["embedding_model"] = self._embedder.model_name
-            elif not payload.embedding_model:
+            if (vector is not None and computed) or not payload.embedding_model:
                 changes["embedding_model"] = self._embedder.model_name
             if changes:
                 updates["plaintext"] = payload.model_copy(update=changes)
@@ -418,25 +453,36 @@ class PlaintextStore:
     def _embed_batch(self, batch: list[Pending[_PutJob, list[MemCube]]]) -> None:
         texts: list[str] = []
         for pending in batch:
-            for cube in pending.item.cubes:
-                if cube.plaintext is not None and cube.plaintext.embedding is None:
+            job = pending.item
+            for cube, own in zip(job.cubes, job.vectors, strict=True):
+                if own is None and cube.plaintext is not None:
                     texts.append(self._embed_text.situated(cube))
-        vectors = self._embedder.embed(texts) if texts else None
+        computed = self._embedder.embed(texts) if texts else None
         at = 0
         waiters: list[tuple[Pending[_PutJob, list[MemCube]], list[MemCube]]] = []
         stored_all: list[MemCube] = []
+        rows = sum(len(p.item.cubes) for p in batch)
+        matrix = np.zeros((rows, self._dim), dtype=np.float32)
+        present = np.zeros(rows, dtype=bool)
         for pending in batch:
             stored: list[MemCube] = []
-            for cube in pending.item.cubes:
-                vector = None
-                if cube.plaintext is not None and cube.plaintext.embedding is None:
-                    assert vectors is not None
-                    vector = vectors[at]
+            job = pending.item
+            for cube, own in zip(job.cubes, job.vectors, strict=True):
+                vector = own
+                if own is None and cube.plaintext is not None:
+                    assert computed is not None
+                    vector = computed[at]
                     at += 1
-                stored.append(self._complete(cube, vector))
+                if vector is not None:
+                    # Straight from the array into the table's column, not through the cube.
+                    matrix[len(stored_all) + len(stored)] = vector
+                    present[len(stored_all) + len(stored)] = True
+                stored.append(self._complete(cube, vector, computed=own is None))
             waiters.append((pending, stored))
             stored_all.extend(stored)
-        table = self._rows(stored_all, [True] * len(stored_all))
+        table = cubes_to_table(
+            stored_all, matrix, present, [True] * rows, self._schema, *self._texts(stored_all)
+        )
         self._commits.forward(Pending(_Prepared(waiters, table), rows=table.num_rows))
 
     # ------------------------------------------------------------ stage 2: commit

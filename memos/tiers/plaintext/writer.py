@@ -49,7 +49,11 @@ class Pending(Generic[T, R]):
 
 
 class Batcher(Generic[T, R]):
-    """A queue drained in batches by one thread that calls ``handle(batch)``."""
+    """A queue drained in batches by ``workers`` threads, each calling ``handle(batch)``.
+
+    Several workers suit a stage whose ``handle`` runs in parallel (the embedding stage, one
+    worker per model lane); batches then carry no order between them.
+    """
 
     def __init__(
         self,
@@ -58,6 +62,7 @@ class Batcher(Generic[T, R]):
         *,
         max_rows: int,
         max_wait_s: float,
+        workers: int = 1,
     ) -> None:
         self._handle = handle
         self._max_rows = max(1, max_rows)
@@ -67,12 +72,17 @@ class Batcher(Generic[T, R]):
         self._cond = threading.Condition()
         self._closed = False
         self.batches = 0
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=name if i == 0 else f"{name}-{i}", daemon=True)
+            for i in range(max(1, workers))
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def thread(self) -> threading.Thread:
-        return self._thread
+        """The first (with one worker, the only) thread."""
+        return self._threads[0]
 
     def submit(self, item: T, rows: int = 1) -> Pending[T, R]:
         pending: Pending[T, R] = Pending(item, rows)
@@ -87,7 +97,7 @@ class Batcher(Generic[T, R]):
     def forward(self, pending: Pending[T, R]) -> None:
         """Queue an item whose future already exists (handed over by an earlier stage)."""
         with self._cond:
-            if self._closed and not self._thread.is_alive():
+            if self._closed and not any(t.is_alive() for t in self._threads):
                 pending.fail(Unavailable("the plaintext store is closed"))
                 return
             self._queue.append(pending)
@@ -99,22 +109,28 @@ class Batcher(Generic[T, R]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def _take(self) -> list[Pending[T, R]] | None:
         with self._cond:
-            while not self._queue and not self._closed:
-                self._cond.wait()
-            if not self._queue:
-                return None
-            if self._queued_rows < self._max_rows and self._max_wait_s > 0 and not self._closed:
-                deadline = time.monotonic() + self._max_wait_s
-                while self._queued_rows < self._max_rows and not self._closed:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
+            while True:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return None
+                if self._queued_rows < self._max_rows and self._max_wait_s > 0 and not self._closed:
+                    deadline = time.monotonic() + self._max_wait_s
+                    while self._queued_rows < self._max_rows and not self._closed:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
+                if self._queue:
+                    break
+                # Another worker took what was queued while this one waited for more.
             batch = [self._queue.popleft()]
             rows = batch[0].rows
             while self._queue and rows + self._queue[0].rows <= self._max_rows:
@@ -122,6 +138,7 @@ class Batcher(Generic[T, R]):
                 rows += item.rows
                 batch.append(item)
             self._queued_rows -= rows
+            self.batches += 1
             return batch
 
     def _run(self) -> None:
@@ -129,11 +146,11 @@ class Batcher(Generic[T, R]):
             batch = self._take()
             if batch is None:
                 return
-            self.batches += 1
             try:
                 self._handle(batch)
             except BaseException as exc:
-                log.exception("%s: a batch of %d items failed", self._thread.name, len(batch))
+                name = threading.current_thread().name
+                log.exception("%s: a batch of %d items failed", name, len(batch))
                 for pending in batch:
                     pending.fail(exc)
 
