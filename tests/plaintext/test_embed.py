@@ -7,7 +7,14 @@ import threading
 import numpy as np
 
 from memos.config import EmbedSettings
-from memos.embed import Embedder, MiniLMEmbedder, embed_one, measure_throughput, parallelism
+from memos.embed import (
+    Embedder,
+    MiniLMEmbedder,
+    _mean_pooled,
+    embed_one,
+    measure_throughput,
+    parallelism,
+)
 
 
 def test_embeddings_are_normalised_float32_rows(minilm: Embedder) -> None:
@@ -65,3 +72,23 @@ def test_a_batch_split_over_lanes_matches_one_lane(minilm: Embedder) -> None:
     assert np.allclose(lanes.embed(texts), reference, atol=1e-5)
     assert np.allclose(lanes.embed(texts[:5]), reference[:5], atol=1e-5)
     assert float(lanes.embed_query(texts[7]) @ reference[7]) > 0.9999
+
+
+def test_a_query_runs_the_forward_pass_straight_with_the_batch_paths_numbers(
+    minilm: Embedder,
+) -> None:
+    assert isinstance(minilm, MiniLMEmbedder)
+    # MiniLM is a transformer with mean pooling: its queries skip sentence-transformers'
+    # batching machinery (embed.py, _Lane.encode_one).
+    assert _mean_pooled(minilm._query._model) is not None
+    texts = [
+        "Where did Caroline move from?",
+        "Zoë's café on the Straße opens at 7 — naïve émigrés welcome 🙂",
+        " ".join(f"word{i}" for i in range(600)),  # past the 256-token limit: truncated
+        "x",
+    ]
+    reference = minilm.embed(texts)
+    for text, expected in zip(texts, reference, strict=True):
+        vector = minilm.embed_query(text)
+        assert vector.dtype == np.float32 and vector.shape == expected.shape
+        assert np.allclose(vector, expected, atol=1e-5), text[:40]
