@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import signal
 import sys
@@ -15,6 +16,11 @@ from pydantic import ValidationError
 from memos import __version__
 from memos.config import load_settings
 from memos.logs import setup_logging
+
+# Past the drain and the jobs' wait, how long closing may take before the process gives up
+# with every thread's stack in its log: a shutdown stuck in a thread or a native call then
+# leaves a trace, where the orchestrator's SIGKILL would leave none.
+SHUTDOWN_SLACK_S = 15.0
 
 log = logging.getLogger("memosd")
 
@@ -73,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # `kill -USR1 PID` prints every thread's stack to stderr, and the daemon goes on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         server.start()
     except OSError as exc:
@@ -86,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     while not stop_requested.wait(1.0):
         pass
+    faulthandler.dump_traceback_later(
+        settings.drain_notice_s
+        + settings.drain_grace_s
+        + settings.jobs.stop_timeout_s
+        + SHUTDOWN_SLACK_S,
+        exit=True,
+    )
     server.stop(notice_s=settings.drain_notice_s)
     return 0
 

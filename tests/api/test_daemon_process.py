@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,6 +52,23 @@ def test_sigterm_drains_and_exits_zero(
     assert daemon.terminate() == 0
     log = daemon.log()
     assert "draining" in log and "stopped" in log
+
+
+def test_sigusr1_dumps_every_threads_stack_and_the_daemon_goes_on(
+    tmp_path: Path, spawn_daemon: Callable[..., DaemonProcess]
+) -> None:
+    daemon = spawn_daemon(tmp_path / "data")
+    daemon.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 20
+    while "Current thread" not in daemon.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = daemon.log()
+    assert "Current thread" in log and 'File "' in log, log[-2000:]
+    assert log.count("Thread 0x") >= 2  # the other threads too (commit, embedding, gRPC)
+    with grpc.insecure_channel(daemon.addr) as ch:
+        cube = pb_grpc.MemCubeServiceStub(ch).Put(pb.PutRequest(cube=pb.CubeInput(text="still on")))
+        assert cube.cube.id
+    assert daemon.terminate() == 0
 
 
 def test_development_mode_refuses_a_public_address(tmp_path: Path) -> None:
