@@ -12,13 +12,12 @@ A lease belongs to the tenant that took it: another tenant can neither release n
 
 from __future__ import annotations
 
-import heapq
 import secrets
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from memos.tiers.activation.expiring import Expiring
 from memos.tiers.activation.store import ActivationStore
 
 
@@ -40,21 +39,14 @@ class PinLeases:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
-        self._max = max_leases
-        self._clock = clock
-        self._leases: dict[str, Lease] = {}
-        # (expiry, id) of every lease granted; released ones are skipped when they surface.
-        self._expiry: list[tuple[float, str]] = []
-        self._lock = threading.Lock()
+        self._leases: Expiring[Lease] = Expiring(self._unpin, capacity=max_leases, clock=clock)
 
     def grant(
         self, tenant: str, namespace: bytes, keys: Sequence[bytes], seconds: float
     ) -> Lease | None:
         """Pin the leading ``keys``; a lease over those pinned, or None when none could be."""
-        self.sweep()
-        with self._lock:
-            if len(self._leases) >= self._max:
-                return None
+        if self._leases.full():
+            return None
         pinned = self._store.pin(keys, namespace=namespace)
         if not pinned:
             return None
@@ -63,48 +55,28 @@ class PinLeases:
             tenant=tenant,
             namespace=namespace,
             keys=tuple(keys[:pinned]),
-            expires_at=self._clock() + seconds,
+            expires_at=self._leases.clock() + seconds,
         )
-        with self._lock:
-            self._leases[lease.id] = lease
-            heapq.heappush(self._expiry, (lease.expires_at, lease.id))
+        if not self._leases.add(lease.id, lease):
+            self._unpin(lease)  # the last slot went to another grant meanwhile
+            return None
         return lease
 
     def release(self, tenant: str, lease_id: str) -> bool:
         """Unpin a lease's chunks; False when it is unknown, expired or another tenant's."""
-        with self._lock:
-            lease = self._leases.get(lease_id)
-            if lease is None or lease.tenant != tenant:
-                return False
-            del self._leases[lease_id]
-        self._store.unpin(lease.keys, namespace=lease.namespace)
-        self.sweep()
-        return True
+        return self._leases.release(tenant, lease_id)
 
     def sweep(self) -> int:
         """Release every expired lease; how many there were."""
-        now = self._clock()
-        expired: list[Lease] = []
-        with self._lock:
-            while self._expiry and self._expiry[0][0] <= now:
-                _, lease_id = heapq.heappop(self._expiry)
-                lease = self._leases.pop(lease_id, None)
-                if lease is not None:
-                    expired.append(lease)
-        for lease in expired:
-            self._store.unpin(lease.keys, namespace=lease.namespace)
-        return len(expired)
+        return self._leases.sweep()
 
     def counts(self) -> tuple[int, int]:
         """(live leases, chunk pins they hold)."""
-        self.sweep()
-        with self._lock:
-            return len(self._leases), sum(len(lease.keys) for lease in self._leases.values())
+        live = self._leases.live()
+        return len(live), sum(len(lease.keys) for lease in live)
 
     def close(self) -> None:
-        with self._lock:
-            leases = list(self._leases.values())
-            self._leases.clear()
-            self._expiry.clear()
-        for lease in leases:
-            self._store.unpin(lease.keys, namespace=lease.namespace)
+        self._leases.close()
+
+    def _unpin(self, lease: Lease) -> None:
+        self._store.unpin(lease.keys, namespace=lease.namespace)

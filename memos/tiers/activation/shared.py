@@ -30,13 +30,10 @@ namespace, the ``read`` scope) decide which names an engine is given.
 
 from __future__ import annotations
 
-import contextlib
-import heapq
 import hmac
 import logging
 import os
 import secrets
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +41,7 @@ from pathlib import Path
 
 from memos.tiers.activation.chunk import decode
 from memos.tiers.activation.errors import CorruptChunk
+from memos.tiers.activation.expiring import Expiring
 from memos.tiers.activation.levels.disk import DiskLevel
 
 log = logging.getLogger(__name__)
@@ -93,11 +91,7 @@ class SharedDir:
         self.level = level
         self.root = level.root
         self.id = _load_or_create_id(self.root)
-        self._max_holds = max_holds
-        self._clock = clock
-        self._holds: dict[str, _Hold] = {}
-        self._expiry: list[tuple[float, str]] = []
-        self._lock = threading.Lock()
+        self._holds: Expiring[_Hold] = Expiring(self._unpin, capacity=max_holds, clock=clock)
 
     def matches(self, shared_id: str) -> bool:
         """Whether a client that sent ``shared_id`` sees this directory."""
@@ -108,57 +102,35 @@ class SharedDir:
 
     def hold(self, tenant: str, hold_id: str, stored_key: bytes, seconds: float) -> int | None:
         """Pin ``stored_key``'s file under ``hold_id``; its size, or None when the level
-        lacks it or no hold can be taken (too many)."""
-        self.sweep()
-        with self._lock:
-            hold = self._holds.get(hold_id)
-            if hold is None and len(self._holds) >= self._max_holds:
-                return None
-            if hold is not None and hold.tenant != tenant:
-                return None
+        lacks it or no hold can be taken (too many, or ``hold_id`` is another tenant's)."""
+        if not self._holds.admits(tenant, hold_id):
+            return None  # before pinning anything
         size = self.level.size(stored_key)
         if size is None or not self.level.pin(stored_key):
             return None
-        with self._lock:
-            hold = self._holds.get(hold_id)
-            if hold is None:
-                hold = _Hold(tenant, self._clock() + seconds)
-                self._holds[hold_id] = hold
-                heapq.heappush(self._expiry, (hold.expires_at, hold_id))
-            hold.keys.append(stored_key)
+        expires_at = self._holds.clock() + seconds
+        if not self._holds.change(
+            tenant,
+            hold_id,
+            lambda: _Hold(tenant, expires_at),
+            lambda hold: hold.keys.append(stored_key),
+        ):
+            self.level.unpin(stored_key)
+            return None
         return size
 
     def release(self, tenant: str, hold_id: str) -> bool:
         """Unpin a hold's files; False when it is unknown, expired or another tenant's."""
-        with self._lock:
-            hold = self._holds.get(hold_id)
-            if hold is None or hold.tenant != tenant:
-                return False
-            del self._holds[hold_id]
-        self._unpin(hold.keys)
-        self.sweep()
-        return True
+        return self._holds.release(tenant, hold_id)
 
     def sweep(self) -> int:
-        now = self._clock()
-        expired: list[_Hold] = []
-        with self._lock:
-            while self._expiry and self._expiry[0][0] <= now:
-                _, hold_id = heapq.heappop(self._expiry)
-                hold = self._holds.pop(hold_id, None)
-                if hold is not None:
-                    expired.append(hold)
-        for hold in expired:
-            self._unpin(hold.keys)
-        return len(expired)
+        return self._holds.sweep()
 
     def holds(self) -> int:
-        self.sweep()
-        with self._lock:
-            return len(self._holds)
+        return len(self._holds.live())
 
-    def _unpin(self, keys: Sequence[bytes]) -> None:
-        for key in keys:
+    def _unpin(self, hold: _Hold) -> None:
+        for key in hold.keys:
             self.level.unpin(key)
 
     def verify(self, stored_keys: Sequence[bytes], keys: Sequence[bytes]) -> int:
@@ -180,10 +152,4 @@ class SharedDir:
         return dropped
 
     def close(self) -> None:
-        with self._lock:
-            holds = list(self._holds.values())
-            self._holds.clear()
-            self._expiry.clear()
-        for hold in holds:
-            with contextlib.suppress(KeyError):
-                self._unpin(hold.keys)
+        self._holds.close()
