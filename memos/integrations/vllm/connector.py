@@ -299,6 +299,8 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
         meta = MemCubeMetadata()
         if self._lookups is None:
             return meta
+        # The end of this step's scheduling: the next step may wait for Lookups again.
+        self._lookups.new_step()
         scheduled = scheduler_output.num_scheduled_tokens
         for new in scheduler_output.scheduled_new_reqs:
             state = self._reqs.get(new.req_id)

@@ -1,11 +1,18 @@
 """Scheduler side: non-blocking Lookups to the daemon, pinned until the worker loads.
 
 vLLM's scheduler asks, for each waiting request, how many tokens the connector can load, and
-accepts "not yet" (``None``). A Lookup runs in a small thread pool; the scheduler waits a few
-milliseconds for it inline (a localhost round trip usually fits), then moves on and asks again
-on a later step. The answer is cached per request; a Lookup that fails or outlives its
-deadline counts as a miss, so a daemon that is down or slow never holds a request back for
-long and never fails it.
+accepts "not yet" (``None``). A Lookup runs in a small thread pool; the scheduler waits for it
+inline, up to a few milliseconds per scheduler step in all (a localhost round trip usually
+fits), then moves on and asks again on a later step, where it waits again within that step's
+allowance. Waiting, not answering "not yet" at once, matters when the Lookup is late: vLLM
+asks again at once, in an engine step that has nothing to run, hundreds of times, and that
+busy loop takes the cores the Lookup's own thread and the daemon need (measured on 2 cores,
+a stored 2048-token prefix, Lookups later than a 1 ms allowance: 75-200 empty steps and 46 ms
+to first token asking back at once, 1-2 steps and 37 ms waiting each step). The allowance is
+per step, whatever the number of waiting requests, so a daemon that hangs slows the engine's
+steps by at most that much, until the Lookups' deadline. The answer is cached per request; a
+Lookup that fails or outlives its deadline counts as a miss, so a daemon that is down or slow
+never holds a request back for long and never fails it.
 
 A Lookup pins the matched chunks under a lease, so the daemon cannot evict them before the
 worker's Fetch (which names the lease, and so releases it). A lease the engine ends up not
@@ -69,6 +76,7 @@ class Lookups:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="memos-lookup")
         self._pending: dict[str, _Pending] = {}
         self._answers: dict[str, Hit] = {}
+        self._wait_left = inline_s  # what this scheduler step may still wait for answers
         self.lookups = self.failures = self.timeouts = 0
 
     def get(
@@ -98,10 +106,7 @@ class Lookups:
             )
             pending = _Pending(future, time.monotonic() + self._timeout_s)
             self._pending[request_id] = pending
-            if self._inline_s > 0:
-                # A failure is collected below, as a miss.
-                with contextlib.suppress(Exception):
-                    future.result(timeout=self._inline_s)
+        self._wait(pending)
         if not pending.future.done():
             if time.monotonic() < pending.deadline:
                 return None
@@ -116,6 +121,21 @@ class Lookups:
             log.warning("memos connector: lookup failed (%s): recomputing", _brief(exc))
             hit = MISS
         return self._settle(request_id, hit)
+
+    def new_step(self) -> None:
+        """A new scheduler step: it may wait ``inline_s`` again for answers."""
+        self._wait_left = self._inline_s
+
+    def _wait(self, pending: _Pending) -> None:
+        started = time.monotonic()
+        # Never past the Lookup's deadline: a Lookup that late is a timeout.
+        wait = min(self._wait_left, pending.deadline - started)
+        if wait <= 0 or pending.future.done():
+            return
+        # A failure or a timeout is collected by the caller (a miss, or "not yet").
+        with contextlib.suppress(Exception):
+            pending.future.result(timeout=wait)
+        self._wait_left -= time.monotonic() - started
 
     def answer(self, request_id: str) -> Hit | None:
         """The settled answer for ``request_id``, if any."""

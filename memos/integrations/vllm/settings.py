@@ -35,9 +35,9 @@ class ConnectorSettings(BaseModel):
     # The model's name in the layout fingerprint; default: the engine's model path or name.
     # Set it when one model is served from different paths by engines that should share.
     model_id: str | None = None
-    # Scheduler side: the Lookup runs in the background; the scheduler waits this long for
-    # it inline, then moves on and asks again next step, and gives up (a miss) after
-    # `lookup_timeout_s`.
+    # Scheduler side: the Lookup runs in the background; the scheduler waits for answers
+    # inline, at most this long per scheduler step, then moves on and asks again next step,
+    # and gives up (a miss) after `lookup_timeout_s`.
     lookup_inline_ms: float = Field(5.0, ge=0)
     lookup_timeout_s: float = Field(2.0, gt=0)
     # How long the daemon keeps matched chunks pinned for the load (0: the daemon's default).
