@@ -12,6 +12,10 @@ from __future__ import annotations
 import gc
 import json
 import os
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -217,3 +221,62 @@ def activation_client(addr: str, token: str = TOKENS["acme"]) -> Any:
     from memos.client_activation import ActivationClient
 
     return ActivationClient(MemosClient(addr, token=token))
+
+
+class OpenAIServer:
+    """vLLM's OpenAI server (``vllm.entrypoints.openai.api_server``) as a process of its own,
+    serving the tiny model as ``tiny`` on a free port: ``start`` waits until /health answers,
+    ``stop`` ends it, ``restart`` does both. Its output goes to ``work/server.log``."""
+
+    def __init__(self, work: Path, model_dir: Path, extra: Sequence[str], env: dict[str, str]):
+        self.work = work
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._args = [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(model_dir), "--served-model-name", "tiny",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--dtype", "float32", "--block-size", str(BLOCK), "--enforce-eager",
+            "--max-model-len", "1024", *extra,
+        ]  # fmt: skip
+        #: The server's environment: changes apply from the next ``start``.
+        self.env = {**os.environ, **env}
+        self._log_path = work / "server.log"
+        self._log = self._log_path.open("ab")
+        self._running: list[subprocess.Popen[bytes]] = []
+
+    def start(self, timeout_s: float = 900) -> None:
+        # A loaded 2-core CI box takes minutes to start it.
+        proc = subprocess.Popen(
+            self._args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env
+        )
+        self._running.append(proc)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                text = self._log_path.read_text(errors="replace")[-4000:]
+                raise AssertionError(f"the vLLM server did not start:\n{text}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        while self._running:
+            proc = self._running.pop()
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        self._log.close()

@@ -10,9 +10,6 @@ Adapters are random rank-8 PEFT adapters. The last test restarts the server.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,8 +23,15 @@ import pytest
 from memos.client import MemosClient
 from memos.client_adapters import AdapterClient
 from memos.errors import FailedPrecondition
-from tests.fixtures.daemon import TOKENS, free_port
-from tests.vllm.engines import BLOCK, Daemon, build_model, prompt, start_daemon, write_lora
+from tests.fixtures.daemon import TOKENS
+from tests.vllm.engines import (
+    Daemon,
+    OpenAIServer,
+    build_model,
+    prompt,
+    start_daemon,
+    write_lora,
+)
 
 # The module's one server start counts against its first test: on a busy 2-core machine
 # it takes minutes.
@@ -96,76 +100,39 @@ def served(url: str) -> set[str]:
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     work = tmp_path_factory.mktemp("vllm-lora")
     model_dir = build_model(work / "model")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    cache = work / "resolver-cache"
+    lora = [
+        "--seed", "0",
+        "--enable-lora", "--max-loras", str(SLOTS), "--max-cpu-loras", str(SLOTS),
+        "--max-lora-rank", "8",
+    ]  # fmt: skip
+    server = OpenAIServer(work, model_dir, lora, {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"})
     daemon = start_daemon(
         work / "memosd",
         engine={"model_path": model_dir},
         parameter={
             "engine": "vllm",
-            "vllm_url": url,
+            "vllm_url": server.url,
             "slots": SLOTS,
             "policy": "lru",
             "vllm_resync_s": 0.5,
         },
     )
-    cache = work / "resolver-cache"
-    env = {
-        **os.environ,
-        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
-        "MEMOS_VLLM_RESOLVER_DAEMON": daemon.addr,
-        "MEMOS_VLLM_RESOLVER_TOKEN": TOKENS["acme"],
-        "MEMOS_VLLM_RESOLVER_CACHE_DIR": str(cache),
-    }
-    args = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model_dir), "--served-model-name", "tiny",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", "float32", "--block-size", str(BLOCK), "--enforce-eager",
-        "--max-model-len", "1024", "--seed", "0",
-        "--enable-lora", "--max-loras", str(SLOTS), "--max-cpu-loras", str(SLOTS),
-        "--max-lora-rank", "8",
-    ]  # fmt: skip
-    log = (work / "server.log").open("ab")
-    running: list[subprocess.Popen[bytes]] = []
-
-    def start() -> None:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-        running.append(proc)
-        deadline = time.monotonic() + 900  # a busy 2-core machine is slow to start it
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                text = (work / "server.log").read_text(errors="replace")[-4000:]
-                raise AssertionError(f"the vLLM server did not start:\n{text}")
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-
-    def stop() -> None:
-        while running:
-            proc = running.pop()
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def restart() -> None:
-        stop()
-        start()
-
+    # The resolver inside vLLM fetches unknown adapters from this daemon.
+    server.env.update(
+        {
+            "MEMOS_VLLM_RESOLVER_DAEMON": daemon.addr,
+            "MEMOS_VLLM_RESOLVER_TOKEN": TOKENS["acme"],
+            "MEMOS_VLLM_RESOLVER_CACHE_DIR": str(cache),
+        }
+    )
     client = MemosClient(daemon.addr, token=TOKENS["acme"])
     try:
-        start()
-        yield Setup(url, daemon, AdapterClient(client), work, cache, restart)
+        server.start()
+        yield Setup(server.url, daemon, AdapterClient(client), work, cache, server.restart)
     finally:
         client.close()
-        stop()
-        log.close()
+        server.close()
         daemon.stop()
 
 

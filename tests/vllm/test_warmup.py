@@ -10,9 +10,6 @@ the module: its prefix cache is emptied through the dev API to make it "fresh"),
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -33,6 +30,7 @@ from tests.fixtures.daemon import TOKENS, free_port
 from tests.vllm.engines import (
     BLOCK,
     Daemon,
+    OpenAIServer,
     activation_client,
     build_model,
     prompt,
@@ -56,8 +54,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory: pytest.TempPathFactory, daemon: Daemon) -> Iterator[str]:
     work = tmp_path_factory.mktemp("vllm-server")
-    model_dir = build_model(work / "model")
-    port = free_port()
     kv = {
         "kv_connector": CONNECTOR_NAME,
         "kv_connector_module_path": CONNECTOR_MODULE,
@@ -65,39 +61,18 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory, daemon: Daemon) -> Ite
         "kv_load_failure_policy": "recompute",
         "kv_connector_extra_config": {"daemon": daemon.addr, "token": TOKENS["acme"]},
     }
-    args = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model_dir), "--served-model-name", "tiny",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", "float32", "--block-size", str(BLOCK), "--enforce-eager",
-        "--max-model-len", "1024", "--prefix-caching-hash-algo", "sha256_cbor",
-        "--kv-transfer-config", json.dumps(kv),
-    ]  # fmt: skip
-    log = (work / "server.log").open("wb")
-    # The dev API's /reset_prefix_cache lets one server play a fresh engine.
-    env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    server = OpenAIServer(
+        work,
+        build_model(work / "model"),
+        ["--prefix-caching-hash-algo", "sha256_cbor", "--kv-transfer-config", json.dumps(kv)],
+        # The dev API's /reset_prefix_cache lets one server play a fresh engine.
+        {"VLLM_SERVER_DEV_MODE": "1"},
+    )
     try:
-        deadline = time.monotonic() + 600  # a loaded 2-core CI box is slow to start it
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                text = (work / "server.log").read_text(errors="replace")[-3000:]
-                raise AssertionError(f"the vLLM server did not start:\n{text}")
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        yield url
+        server.start(timeout_s=600)
+        yield server.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        server.close()
 
 
 def test_warmup_through_the_server_stores_the_blocks_and_returns_their_keys(
