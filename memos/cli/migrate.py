@@ -140,8 +140,8 @@ def _stats_table(stats: KvStats) -> Table:
         table.add_row(
             f"{lv.name} ({lv.kind})",
             str(lv.items),
-            _bytes(lv.used_bytes),
-            _bytes(lv.budget_bytes),
+            output.size(lv.used_bytes),
+            output.size(lv.budget_bytes),
             str(lv.hits),
             str(lv.misses),
             str(lv.puts),
@@ -149,15 +149,6 @@ def _stats_table(stats: KvStats) -> Table:
             "yes" if lv.available else "[red]no[/]",
         )
     return table
-
-
-def _bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def attach_commands(app: typer.Typer) -> None:

@@ -93,15 +93,6 @@ def _ratio(hits: int, requests: int) -> str:
     return f"{hits / requests:.1%}" if requests else "-"
 
 
-def _bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
-
-
 def render(doc: dict[str, Any]) -> Group:
     pt = doc["plaintext"]
     tiers = Table(title=f"tiers  ({doc['addr']}, {doc['at'][11:19]} UTC)", title_justify="left")
@@ -110,7 +101,7 @@ def render(doc: dict[str, Any]) -> Group:
     kinds = pt["by_kind"]
     states = ", ".join(f"{k} {v}" for k, v in sorted(pt["by_state"].items())) or "-"
     tiers.add_row(
-        "plaintext", f"{kinds.get('plaintext', 0)} cubes", _bytes(pt["size_bytes"]), "", states
+        "plaintext", f"{kinds.get('plaintext', 0)} cubes", output.size(pt["size_bytes"]), "", states
     )
     tiers.add_row("activation cubes", f"{kinds.get('activation', 0)} cubes", "", "", "")
     tiers.add_row("adapters", f"{kinds.get('parameter', 0)} cubes", "", "", "")
@@ -119,7 +110,7 @@ def render(doc: dict[str, Any]) -> Group:
         tiers.add_row(
             f"KV {lv['name']}",
             f"{lv['items']} chunks",
-            f"{_bytes(lv['used_bytes'])} / {_bytes(lv['budget_bytes'])}",
+            f"{output.size(lv['used_bytes'])} / {output.size(lv['budget_bytes'])}",
             _ratio(lv["hits"], lv["hits"] + lv["misses"]),
             f"{lv['evictions']} evicted" + ("" if lv["available"] else ", [red]unavailable[/]"),
         )
