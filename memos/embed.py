@@ -126,6 +126,8 @@ class _Lane:
         self._batch_size = batch_size
         self._threads = threads
         self._lock = threading.Lock()
+        # What encode_one runs straight, found once here rather than on every query.
+        self._direct = _mean_pooled(model)
 
     @property
     def dim(self) -> int:
@@ -145,7 +147,7 @@ class _Lane:
         project's machines). Models of another shape than transformer, mean pooling and
         normalisation go through ``encode``.
         """
-        parts = _mean_pooled(self._model)
+        parts = self._direct
         if parts is None:
             vector: np.ndarray = self.encode([text])[0]
             return vector

@@ -10,7 +10,6 @@ from memos.config import EmbedSettings
 from memos.embed import (
     Embedder,
     MiniLMEmbedder,
-    _mean_pooled,
     embed_one,
     measure_throughput,
     parallelism,
@@ -80,7 +79,7 @@ def test_a_query_runs_the_forward_pass_straight_with_the_batch_paths_numbers(
     assert isinstance(minilm, MiniLMEmbedder)
     # MiniLM is a transformer with mean pooling: its queries skip sentence-transformers'
     # batching machinery (embed.py, _Lane.encode_one).
-    assert _mean_pooled(minilm._query._model) is not None
+    assert minilm._query._direct is not None
     texts = [
         "Where did Caroline move from?",
         "Zoë's café on the Straße opens at 7 — naïve émigrés welcome 🙂",

@@ -30,7 +30,6 @@ from collections.abc import Mapping
 
 from memos.cube import MemCube
 
-DEFAULT_TEMPLATE = "{text}"
 ANY_NAMESPACE = "*"
 # Between a cube's own words and its context: a sentence break for the tokenizer and the
 # embedding model alike.
@@ -49,9 +48,6 @@ class _Templates:
 
     def __bool__(self) -> bool:
         return bool(self._templates)
-
-    def template(self, namespace: str) -> str | None:
-        return self._templates.get(namespace, self._templates.get(ANY_NAMESPACE))
 
     def render(self, cube: MemCube, text: str) -> str | None:
         """The cube through its namespace's template; None when it has none, or lacks a key
@@ -81,9 +77,6 @@ class EmbedText:
         texts too)."""
         return bool(self._context)
 
-    def template(self, namespace: str) -> str:
-        return self._index.template(namespace) or DEFAULT_TEMPLATE
-
     def render(self, cube: MemCube) -> str:
         """The index text (the cube's own words): "" for cubes without a plaintext payload."""
         if cube.plaintext is None:
@@ -99,8 +92,12 @@ class EmbedText:
         rendered = self._context.render(cube, cube.plaintext.text)
         return "" if rendered is None else rendered.strip()
 
-    def situated(self, cube: MemCube) -> str:
-        """What is embedded: the index text, then the context when there is one."""
+    def texts(self, cube: MemCube) -> tuple[str, str]:
+        """The index text and the situated text, the template rendered once."""
         own = self.render(cube)
         context = self.context(cube)
-        return f"{own}{CONTEXT_SEPARATOR}{context}" if context else own
+        return own, f"{own}{CONTEXT_SEPARATOR}{context}" if context else own
+
+    def situated(self, cube: MemCube) -> str:
+        """What is embedded: the index text, then the context when there is one."""
+        return self.texts(cube)[1]

@@ -445,8 +445,8 @@ class PlaintextStore:
 
     def _texts(self, cubes: Sequence[MemCube]) -> tuple[list[str], list[str]]:
         """The index texts and the situated texts of ``cubes``."""
-        et = self._embed_text
-        return [et.render(c) for c in cubes], [et.situated(c) for c in cubes]
+        pairs = [self._embed_text.texts(c) for c in cubes]
+        return [own for own, _ in pairs], [situated for _, situated in pairs]
 
     # ------------------------------------------------------------ stage 1: embed
 
