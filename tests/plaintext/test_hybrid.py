@@ -25,10 +25,18 @@ from memos.tiers.plaintext.ranking import (
     reciprocal_rank_fusion,
 )
 from memos.tiers.plaintext.schema import EMBED_TEXT, SITUATED_TEXT
+from tests.fixtures.embedder import shared_minilm
 from tests.plaintext.conftest import OpenStore
 from tests.plaintext.helpers import bump, cube, new_text
 
 ALL_STATES = (State.ACTIVE, State.ARCHIVED, State.TOMBSTONE)
+
+
+def stored_vector(text: str) -> np.ndarray:
+    """The vector the store keeps for ``text``: its bulk (float32) path, where a query's may run
+    in bfloat16."""
+    vector: np.ndarray = shared_minilm().embed([text])[0]
+    return vector
 
 
 def find(
@@ -271,7 +279,7 @@ def test_namespace_template_is_embedded_indexed_and_stored(open_store: OpenStore
     assert embedded[bare.id] == "I adopted a kitten."
     assert embedded[elsewhere.id] == "Odalys left."
     assert said.plaintext is not None and said.plaintext.embedding is not None
-    expected = store.embed_query("Odalys: I adopted a puppy last week.")
+    expected = stored_vector("Odalys: I adopted a puppy last week.")
     assert np.allclose(said.plaintext.embedding, expected, atol=1e-5)
     assert said.text == "I adopted a puppy last week."  # the cube's own text is unchanged
     assert set(ids(find(store, "Odalys", "lexical"))) == {said.id, elsewhere.id}
@@ -307,7 +315,7 @@ def test_reindex_after_a_template_change_re_embeds_only_stale_versions(
     assert latest is not None and latest.version == 2 and latest.plaintext is not None
     assert latest.text == "turn 0: we talked about the orchard"
     assert latest.plaintext.embedding is not None
-    expected = after.embed_query("Odalys: turn 0: we talked about the orchard")
+    expected = stored_vector("Odalys: turn 0: we talked about the orchard")
     assert np.allclose(latest.plaintext.embedding, expected, atol=1e-5)
     history = after.history("acme", turns[0].id)
     assert [v.version for v in history] == [1, 2]
@@ -371,7 +379,7 @@ def test_context_template_situates_a_cube_for_both_rankers(open_store: OpenStore
     assert texts[note.id] == (note.text,) * 2  # no context template in "notes"
     # The situated text is what is embedded; the cube's own text is unchanged.
     assert answered.plaintext is not None and answered.plaintext.embedding is not None
-    expected = store.embed_query(f"Bram: {ANSWER}\nOdalys: {QUESTION}")
+    expected = stored_vector(f"Bram: {ANSWER}\nOdalys: {QUESTION}")
     assert np.allclose(answered.plaintext.embedding, expected, atol=1e-5)
     assert answered.text == ANSWER
     # The answer never says "pottery": its context does, so every mode finds it.
@@ -414,7 +422,7 @@ def test_reindex_after_adding_a_context_template_re_embeds_the_cubes_with_contex
     latest = after.get("acme", answered.id)
     assert latest is not None and latest.plaintext is not None
     assert latest.plaintext.embedding is not None
-    expected = after.embed_query(f"Bram: {ANSWER}\nOdalys: {QUESTION}")
+    expected = stored_vector(f"Bram: {ANSWER}\nOdalys: {QUESTION}")
     assert np.allclose(latest.plaintext.embedding, expected, atol=1e-5)
     assert answered.id in ids(find(after, "pottery studio Elm", "lexical"))
     assert list(after.reindex("acme")) == [(0, 0)]
