@@ -53,13 +53,12 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import cast
 
 import lancedb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from lancedb.query import ColumnOrdering, LanceVectorQueryBuilder
+from lancedb.query import ColumnOrdering
 from lancedb.table import Table
 
 from memos.config import PlaintextSettings
@@ -70,6 +69,7 @@ from memos.ids import ID_PATTERN
 from memos.tiers.plaintext import index as ann
 from memos.tiers.plaintext import lexical as lex
 from memos.tiers.plaintext.embedtext import EmbedText
+from memos.tiers.plaintext.nearest import NearestQuery, nearest
 from memos.tiers.plaintext.ranking import (
     SearchMode,
     convex_combination,
@@ -909,22 +909,21 @@ class PlaintextStore:
         postfilter: bool = False,
     ) -> pa.Table:
         s = self._settings
-        builder = cast(
-            LanceVectorQueryBuilder, self._table.search(query, vector_column_name=VECTOR)
+        return nearest(
+            self._table,
+            NearestQuery(
+                query,
+                where,
+                limit,
+                columns,
+                exact=exact,
+                postfilter=postfilter,
+                nprobes=s.ann_nprobes,
+                refine_factor=s.ann_refine_factor,
+                # The graph search must yield limit * refine_factor candidates for the re-rank.
+                ef=max(s.ann_ef, limit * s.ann_refine_factor),
+            ),
         )
-        q = (
-            builder.distance_type("cosine")
-            .where(where, prefilter=not postfilter)
-            .select(columns)
-            .limit(limit)
-        )
-        if exact:
-            q = q.bypass_vector_index()
-        else:
-            # The graph search must yield limit * refine_factor candidates for the re-rank.
-            ef = max(s.ann_ef, limit * s.ann_refine_factor)
-            q = q.nprobes(s.ann_nprobes).refine_factor(s.ann_refine_factor).ef(ef)
-        return q.to_arrow()
 
     def list(
         self,
