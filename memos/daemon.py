@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import gc
 import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -39,6 +41,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--log-level")
     p.add_argument("--version", action="version", version=f"memosd {__version__}")
     return p.parse_args(argv)
+
+
+def settle_heap() -> None:
+    """Move what the daemon loaded to start (the model, torch, LanceDB, the stores: about half
+    a million objects) out of the cyclic collector's reach: they live as long as the daemon,
+    and every full collection walked them all with every thread stopped, 0.5 s measured, in the
+    middle of whatever requests were running. Objects made later are collected as before."""
+    started = time.perf_counter()
+    gc.collect()
+    gc.freeze()
+    log.info(
+        "heap settled",
+        extra={
+            "frozen_objects": gc.get_freeze_count(),
+            "ms": round((time.perf_counter() - started) * 1000),
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     # `kill -USR1 PID` prints every thread's stack to stderr, and the daemon goes on.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
-        server.start()
+        server.start(before_serving=settle_heap)
     except OSError as exc:
         log.error(str(exc))
         server.stop(0)

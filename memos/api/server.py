@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 from typing import TYPE_CHECKING
 
@@ -128,8 +129,9 @@ class Server:
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, status)
 
-    def start(self) -> int:
-        """Open the port (NOT_SERVING), open the stores, then report SERVING."""
+    def start(self, before_serving: Callable[[], None] | None = None) -> int:
+        """Open the port (NOT_SERVING), open the stores, call ``before_serving``, then report
+        SERVING."""
         self.port = self._grpc.add_insecure_port(self.settings.listen)
         if not self.port:
             raise OSError(f"could not listen on {self.settings.listen}: is the port in use?")
@@ -148,6 +150,8 @@ class Server:
         if self.cluster is not None:
             self._share_accesses(self.cluster, self._kernel)
         self.jobs.start()
+        if before_serving is not None:
+            before_serving()
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving")
         return self.port

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -69,6 +70,18 @@ def test_sigusr1_dumps_every_threads_stack_and_the_daemon_goes_on(
         cube = pb_grpc.MemCubeServiceStub(ch).Put(pb.PutRequest(cube=pb.CubeInput(text="still on")))
         assert cube.cube.id
     assert daemon.terminate() == 0
+
+
+def test_the_startup_heap_is_frozen_out_of_the_collector_before_serving(
+    tmp_path: Path, spawn_daemon: Callable[..., DaemonProcess]
+) -> None:
+    daemon = spawn_daemon(tmp_path / "data")
+    log = daemon.log()
+    frozen = [int(n) for n in re.findall(r"heap settled frozen_objects=(\d+)", log)]
+    assert len(frozen) == 1, log[-2000:]
+    # The model, torch and LanceDB alone are hundreds of thousands of objects.
+    assert frozen[0] > 100_000
+    assert log.index("heap settled") < log.index("server: serving")
 
 
 def test_development_mode_refuses_a_public_address(tmp_path: Path) -> None:
