@@ -3,8 +3,10 @@
 ``python -m benchmarks.daemon [--quick] [--json] [--sizes 10000,100000] [--clients 8]``
 
 It starts ``memosd`` as its own process (as a user would), then, for each size:
-- text-only Puts (the daemon embeds) from concurrent clients, acknowledged only once durable;
-- Puts that carry their own embedding, from concurrent clients;
+- text-only Puts (the daemon embeds) from concurrent clients, acknowledged only once durable,
+  in batches of 64 (PutBatch, the form the target is held to, as for Puts with embeddings) and
+  one cube per call;
+- Puts that carry their own embedding, from concurrent clients, batched and one per call;
 - Search latency p50/p99 with the query embedded by the daemon, top-10, against the exact
   (brute-force) top-10 as the reference for recall@10, after the index job has run.
 In the same run it measures the embedding model's own batch throughput, which bounds
@@ -269,7 +271,10 @@ def run_size(
     queries: int,
     progress: Callable[[str], None],
 ) -> dict[str, float]:
+    """``text_sample`` text-only cubes put one per call and as many again in batches of 64;
+    the rest of the ``n`` carry their embedding."""
     texts = synth_texts(n, seed=n)
+    text_start = n - 2 * text_sample
     progress(f"{n:,} cubes: preparing embeddings")
     vectors = cached_embeddings(texts, cache_dir / f"daemon-{n}.npy")
     daemon = Daemon(workdir / f"data-{n}", index_interval_s=5.0)
@@ -286,10 +291,10 @@ def run_size(
                         pb.CubeInput(
                             text=texts[j], embedding_f32=f32[j].tobytes(), namespace="bench"
                         )
-                        for j in range(i, min(i + batch, n - text_sample))
+                        for j in range(i, min(i + batch, text_start))
                     ]
                 )
-                for i in range(0, n - text_sample, batch)
+                for i in range(0, text_start, batch)
             ]
             progress(f"{n:,} cubes: puts with embeddings, {clients} clients, batches of {batch}")
             emb_rate, _ = concurrent_puts(daemon.addr, with_emb, clients)
@@ -306,13 +311,25 @@ def run_size(
             ]
             progress(f"{n:,} cubes: single puts with embeddings, {clients} clients")
             single_rate, _ = concurrent_puts(daemon.addr, singles, clients)
-            # 2. Text-only Puts: one cube per call, the daemon embeds (grouped by its writer).
+            # 2. Text-only Puts, the daemon embeds: in batches of 64, as the model's own rate
+            # is measured, then one cube per call (grouped by the daemon's writer).
+            text_batched = [
+                pb.PutBatchRequest(
+                    cubes=[
+                        pb.CubeInput(text=t, namespace="bench")
+                        for t in texts[i : min(i + batch, text_start + text_sample)]
+                    ]
+                )
+                for i in range(text_start, text_start + text_sample, batch)
+            ]
+            progress(f"{n:,} cubes: text-only puts, {clients} clients, batches of {batch}")
+            text_rate, _ = concurrent_puts(daemon.addr, text_batched, clients)
             text_only = [
                 pb.PutBatchRequest(cubes=[pb.CubeInput(text=t, namespace="bench")])
-                for t in texts[n - text_sample :]
+                for t in texts[text_start + text_sample :]
             ]
             progress(f"{n:,} cubes: text-only single puts, {clients} clients")
-            text_rate, _ = concurrent_puts(daemon.addr, text_only, clients)
+            text_single_rate, _ = concurrent_puts(daemon.addr, text_only, clients)
             progress(f"{n:,} cubes: waiting for the index job")
             # The index job holds off while writes stream in (PlaintextStore._writes_busy), so
             # the one build over the whole table starts now; on 2 busy cores it takes minutes.
@@ -327,6 +344,7 @@ def run_size(
         "cubes": float(stats.cubes),
         "ann_index": float(stats.ann_index),
         "put_text_only_per_s": text_rate,
+        "put_text_only_single_per_s": text_single_rate,
         "put_with_embedding_per_s": emb_rate,
         "put_with_embedding_single_per_s": single_rate,
         "search_p50_ms": percentile(lat, 50),
@@ -347,20 +365,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     sizes = [2000] if args.quick else [int(s) for s in args.sizes.split(",")]
-    text_sample = 300 if args.quick else 1500
+    # Per form (batched, single): at least a few batches of 64 per client.
+    text_sample = 512 if args.quick else 2048
     queries = 50 if args.quick else 300
 
     def progress(msg: str) -> None:
         print(f"[daemon bench] {msg}", file=sys.stderr, flush=True)
 
+    model_texts = synth_texts(512 if args.quick else 2048, seed=7)
     progress("embedding model batch throughput")
-    model_rate = model_batch_throughput(synth_texts(512 if args.quick else 2048, seed=7))
-    results: dict[str, object] = {"model_batch_per_s": model_rate, "clients": args.clients}
+    first_rate = model_batch_throughput(model_texts)
+    results: dict[str, object] = {"clients": args.clients}
     with tempfile.TemporaryDirectory(prefix="memos-bench-") as tmp:
         for n in sizes:
             results[str(n)] = run_size(
                 n, args.clients, Path(tmp), args.cache_dir, text_sample, queries, progress
             )
+    # Measured again once the daemon is gone, and the higher rate kept: a neighbour's burst
+    # during one measurement would lower the bar that text-only Puts are held to.
+    progress("embedding model batch throughput, again")
+    model_rate = max(first_rate, model_batch_throughput(model_texts))
+    results["model_batch_per_s"] = model_rate
     rows = []
     for n in sizes:
         r = results[str(n)]
@@ -369,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 n,
                 r["put_text_only_per_s"],
+                r["put_text_only_single_per_s"],
                 r["put_with_embedding_per_s"],
                 r["put_with_embedding_single_per_s"],
                 r["search_p50_ms"],
@@ -381,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         f"memosd over gRPC, {args.clients} clients (model alone: {model_rate:.0f} sentences/s)",
         [
             "cubes",
-            "put text/s",
+            "put text/s (batch 64)",
+            "put text/s (single)",
             "put+emb/s (batch 64)",
             "put+emb/s (single)",
             "search p50 ms",
