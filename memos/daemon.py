@@ -46,8 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def settle_heap() -> None:
     """Move what the daemon loaded to start (the model, torch, LanceDB, the stores: about half
     a million objects) out of the cyclic collector's reach: they live as long as the daemon,
-    and every full collection walked them all with every thread stopped, 0.5 s measured, in the
-    middle of whatever requests were running. Objects made later are collected as before."""
+    and every full collection walked them all with every thread stopped (0.3-0.8 s measured)
+    in the middle of whatever requests were running. Objects made later are collected as before."""
     started = time.perf_counter()
     gc.collect()
     gc.freeze()

@@ -103,7 +103,9 @@ def test_a_bfloat16_query_lane_stays_within_rounding_of_float32_and_ranks_the_sa
     bf16 = MiniLMEmbedder(EmbedSettings(workers=1, query_dtype="bfloat16"))
     assert bf16.query_dtype == "bfloat16"
     lane_weights = next(bf16._query._model.parameters())
-    bulk_weights = next(bf16._bulk._idle.get().__getattribute__("_model").parameters())
+    bulk_lane = bf16._bulk._idle.get()
+    bf16._bulk._idle.put(bulk_lane)
+    bulk_weights = next(bulk_lane._model.parameters())
     # Its own copy: converting a sibling would have turned the bulk lanes' weights too.
     assert str(lane_weights.dtype) == "torch.bfloat16"
     assert str(bulk_weights.dtype) == "torch.float32"
