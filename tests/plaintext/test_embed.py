@@ -134,3 +134,13 @@ def test_auto_picks_bfloat16_only_where_the_cpu_has_it() -> None:
 
     assert query_dtype("auto") == ("bfloat16" if native_bf16() else "float32")
     assert query_dtype("float32") == "float32" and query_dtype("bfloat16") == "bfloat16"
+
+
+def test_a_bfloat16_query_lane_warms_every_short_length_in_the_background() -> None:
+    bf16 = MiniLMEmbedder(EmbedSettings(workers=1, query_dtype="bfloat16"))
+    # Queries are served while the warm-up runs, with the same numbers as after it.
+    during = bf16.embed_query("Where did Caroline move from?")
+    assert bf16.warmed.wait(120), "the warm-up never finished"
+    after = bf16.embed_query("Where did Caroline move from?")
+    assert np.allclose(during, after, atol=1e-6)
+    assert MiniLMEmbedder(EmbedSettings(workers=1, query_dtype="float32")).warmed.is_set()
