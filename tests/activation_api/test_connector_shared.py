@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from memos.client_activation import LocalChunk
 from memos.integrations.vllm import transfer
+from memos.integrations.vllm.blocks import BlockCodec
+from memos.integrations.vllm.layout import EngineLayout
 from memos.integrations.vllm.transfer import LoadResult, load_blocks
 from memos.tiers.activation.chunk import encode
 from memos.tiers.activation.shared import ID_FILE, read_shared_id
@@ -141,3 +144,59 @@ def test_files_named_by_the_lookup_load_with_no_fetch_in_batches(
     result, loaded = load()
     assert (result.loaded, result.from_files, result.refetched) == (len(keys), len(keys) - 1, 1)
     assert torch.equal(loaded, blocks)
+
+
+def test_files_are_read_straight_into_their_blocks_on_every_cpu_kernel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a host buffer, a shared file goes into its block with no copy (``readv`` into the
+    runs of the block): the blocks then hold the stored KV exactly, for K packed either way
+    and any dtype, in one thread or two; a file that fails a check stops the load there, and
+    no block of another file is touched."""
+    generator = torch.Generator().manual_seed(8)
+    for device, dtype in (("cpu-vec", torch.float32), ("cpu-amx", torch.bfloat16)):
+        for parallel_from in (2, 10**9):
+            monkeypatch.setattr(transfer, "PARALLEL_READ_MIN_FILES", parallel_from)
+            layout = EngineLayout(
+                "tiny", str(dtype)[6:], TOKENS, LAYERS, HEADS, HEAD, 0, 1, "0.32", device
+            )
+            caches = {
+                f"layer.{i}": torch.zeros(40, HEADS, TOKENS, 2 * HEAD, dtype=dtype)
+                for i in range(LAYERS)
+            }
+            codec = BlockCodec(caches, list(caches), layout)
+            assert codec.addressable
+            keys = [layout.fingerprint + bytes([i, 3]) * 16 for i in range(len(BLOCK_IDS))]
+            shape = (len(keys), LAYERS, 2, HEADS, TOKENS, HEAD)
+            blocks = torch.randn(shape, generator=generator).to(dtype)
+            root = tmp_path / f"{device}-{parallel_from}"
+            root.mkdir()
+            files = []
+            for i, (key, block) in enumerate(zip(keys, blocks, strict=True)):
+                blob = encode(key, codec.model_layout, block)
+                (root / f"{i}.kvc").write_bytes(blob)
+                files.append(LocalChunk(path=f"{i}.kvc", size=len(blob), hold=""))
+
+            def into(i: int, codec: BlockCodec = codec) -> list[memoryview]:
+                return codec.targets(BLOCK_IDS[i])
+
+            def never(first: int, blocks: torch.Tensor) -> None:
+                raise AssertionError("read into the blocks: nothing to write")
+
+            done = transfer.load_files(codec, root, files, keys, 0, never, targets=into)
+            assert done == transfer.FilesLoaded(len(keys))
+            assert torch.equal(codec.read(BLOCK_IDS), blocks)
+            others = [b for b in range(40) if b not in BLOCK_IDS]
+            assert not codec.read(others).any(), "no other block was written"
+
+            # A damaged payload (the checksum sees it) in the second half: the load stops
+            # there; the blocks before it hold their KV.
+            (root / "5.kvc").write_bytes(flip_byte((root / "5.kvc").read_bytes(), 200))
+            codec.write(BLOCK_IDS, torch.zeros_like(blocks))
+            done = transfer.load_files(codec, root, files, keys, 0, never, targets=into)
+            assert done.loaded == 5 and "checksum" in done.error
+            assert torch.equal(codec.read(BLOCK_IDS[:5]), blocks[:5])
+            # A file of another key (a wrong name) is refused too.
+            swapped = [files[1], *files[1:]]
+            done = transfer.load_files(codec, root, swapped, keys, 0, never, targets=into)
+            assert done.loaded == 0 and "key" in done.error

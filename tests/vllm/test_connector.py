@@ -146,6 +146,16 @@ def test_fresh_engine_loads_the_prefix_and_answers_the_same(
     assert again.report["memos.saved_blocks"] == 0  # the daemon had them all
 
 
+def test_a_block_the_daemon_holds_is_never_saved_again(engine_b: Engine, save_run: SaveRun) -> None:
+    """SALTED is exactly 3 blocks: vLLM computes the last one (it holds the prompt's last
+    token) instead of loading it, but the daemon has it already: it is not sent again."""
+    assert save_run.salted.report["memos.saved_blocks"] == 3
+    again = engine_b.generate(SALTED, cache_salt="tenant-salt")
+    assert again.loaded_tokens == 2 * BLOCK
+    assert again.report["memos.saved_blocks"] == 0
+    assert again.token_ids == save_run.salted.token_ids
+
+
 # ------------------------------------------------------------------------------ (c)
 
 
@@ -203,7 +213,8 @@ def test_base_request_never_hits_lora_kv(engine_b: Engine, save_run: SaveRun) ->
 def test_stored_chunk_holds_the_models_keys_and_values(
     model_dir: Path, save_run: SaveRun, daemon: Daemon
 ) -> None:
-    """The chunk's [layers, 2, heads, tokens, head] is what transformers computes as K, V."""
+    """The chunk's [layers, 2, heads, tokens, head] is what transformers computes as K, V
+    (K as the CPU ``vec`` kernel packs it: transposed, ``[head, tokens]`` per head)."""
     from transformers import AutoModelForCausalLM
 
     from memos.engines.hf import layer_kv
@@ -215,7 +226,11 @@ def test_stored_chunk_holds_the_models_keys_and_values(
         out = model(torch.tensor([PROMPT[:BLOCK]]), use_cache=True)
     # On a GPU, float32 matmuls may run as TF32; a wrong layout is off by O(0.1) anyway.
     tol = 1e-4 if save_run.layout.device.startswith("cpu") else 5e-3
+    head = SPEC.hidden // SPEC.heads
     for layer in range(SPEC.layers):
         keys, values = layer_kv(out.past_key_values, layer)
-        torch.testing.assert_close(stored[layer, 0], keys[0], rtol=tol, atol=tol)
+        stored_keys = stored[layer, 0]
+        if save_run.layout.device == "cpu-vec":
+            stored_keys = stored_keys.reshape(SPEC.kv_heads, head, BLOCK).transpose(1, 2)
+        torch.testing.assert_close(stored_keys, keys[0], rtol=tol, atol=tol)
         torch.testing.assert_close(stored[layer, 1], values[0], rtol=tol, atol=tol)

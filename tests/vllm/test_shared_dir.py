@@ -8,6 +8,7 @@ engine B, started after A is gone with an empty prefix cache, mounts the same di
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,15 @@ from memos.tiers.activation.chunk import HEADER_BYTES
 from memos.tiers.activation.tenancy import tenant_namespace
 from tests.activation._chunks import flip_byte
 from tests.fixtures.daemon import TOKENS
-from tests.vllm.engines import BLOCK, build_model, connector_config, engine, prompt, start_daemon
+from tests.vllm.engines import (
+    BLOCK,
+    activation_client,
+    build_model,
+    connector_config,
+    engine,
+    prompt,
+    start_daemon,
+)
 
 pytestmark = pytest.mark.vllm
 
@@ -50,6 +59,12 @@ def test_shared_dir_fresh_engine_loads_files_and_a_corrupt_file_falls_back(
             assert stats["shared_dir_fallbacks"] == stats["load_failed_blocks"] == 0
             assert stats["fetchless_loads"] == 1, "the Lookup named the files: no Fetch"
             assert fresh.token_ids == reference.token_ids
+            # No Fetch named the Lookup's lease: the engine released it after the step.
+            kv = activation_client(daemon.addr)
+            deadline = time.monotonic() + 30
+            while kv.stats().leases and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert kv.stats().leases == 0
 
             # A damaged file (in the payload, where only the checksum sees it): that block
             # comes as bytes instead, and the answer is the same.

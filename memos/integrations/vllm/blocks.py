@@ -5,12 +5,14 @@ vLLM hands the connector one tensor per attention layer, a ``[num_blocks, H, N, 
 ``[layers, 2 (K, V), H, N, head_size]``, the activation tier's layout. How K and V sit inside
 a block depends on the attention backend:
 
-- ``cpu-vec``: the CPU backend (``CPU_ATTN``, its ``vec`` kernels: float32 and float16 with
-  32-token blocks on x86) views a block as ``[H, 2 * N, head]`` and splits it at ``N``: first
-  K, stored transposed (``[head, N]`` per head), then V (``[N, head]``). Checked against the
-  model's own K and V in ``tests/vllm/test_connector.py``.
-- ``cpu-*`` (other CPU kernels, e.g. ``amx`` for bfloat16): the K and V halves are kept as
-  the kernel packs them.
+- ``cpu-*``: the CPU backend (``CPU_ATTN``) views a block as ``[H, 2 * N, head]`` and splits
+  it at ``N``: first K, then V, each ``N * head`` elements per head. A chunk keeps both halves
+  as the kernel packs them: its ``vec`` kernels (float32 and float16 with 32-token blocks on
+  x86) store K transposed (``[head, N]`` per head) and V as ``[N, head]``, checked against the
+  model's own K and V in ``tests/vllm/test_connector.py``; other kernels (``amx`` for
+  bfloat16) pack them their way. Kept as packed, a chunk goes into a block with plain copies
+  of contiguous runs: transposing K on every load cost a third of the load (2.9 of 8.9 ms
+  for 32 MiB, measured on 2 cores).
 - anything else: each token's ``C`` elements are read as ``[K | V]`` (not verified on a GPU
   yet: ``benchmarks/gpu/vllm_kv.sh`` runs the same layout test there).
 
@@ -50,6 +52,8 @@ class BlockCodec:
         self._staging: torch.Tensor | None = None
         self._kv_views: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._np_views: list[tuple[npt.NDArray[np.integer], npt.NDArray[np.integer]]] | None = None
+        self._bytes: list[memoryview] | None = None  # per layer, the whole buffer's bytes
+        self._offsets: list[int] = []
 
     def _check(self, cache: torch.Tensor) -> None:
         lay = self.layout
@@ -67,14 +71,11 @@ class BlockCodec:
         lay = self.layout
         heads, tokens, head = lay.kv_heads, lay.block_size, lay.head_size
         if lay.device.startswith("cpu"):
-            # [n, H, N, 2*head] -> [n, H, 2, N*head]: the K and V halves CPU_ATTN splits.
+            # [n, H, N, 2*head] -> [n, H, 2, N*head]: the K and V halves CPU_ATTN splits,
+            # each kept as the kernel packs it (layout.BLOCK_FORMAT).
             halves = raw.view(n, heads, 2, tokens * head)
             k, v = halves[:, :, 0], halves[:, :, 1]
-            if lay.device == "cpu-vec":
-                k = k.view(n, heads, head, tokens).transpose(2, 3)
-            else:
-                k = k.view(n, heads, tokens, head)
-            return k, v.view(n, heads, tokens, head)
+            return k.view(n, heads, tokens, head), v.view(n, heads, tokens, head)
         # [n, H, N, 2, head]: each token's K, then its V.
         pairs = raw.view(n, heads, tokens, 2, head)
         return pairs[:, :, :, 0], pairs[:, :, :, 1]
@@ -157,6 +158,45 @@ class BlockCodec:
             for layer, (k, v) in enumerate(views):
                 np.copyto(k[start : start + count], part[:, layer, 0])
                 np.copyto(v[start : start + count], part[:, layer, 1])
+
+    @property
+    def addressable(self) -> bool:
+        """Whether a chunk's payload can be read straight into a block (:meth:`targets`):
+        host memory, one contiguous tensor per layer, each half (K, V) of a head one run of
+        bytes, as on CPU where a chunk keeps both halves as packed (``layout.BLOCK_FORMAT``).
+        """
+        if self._bytes is None:
+            self._bytes = []
+            if self.device.type == "cpu" and self.layout.device.startswith("cpu"):
+                try:
+                    self._bytes = [
+                        cache.view(torch.uint8).numpy().data.cast("B") for cache in self._caches
+                    ]
+                except (RuntimeError, TypeError, ValueError):  # not contiguous
+                    self._bytes = []
+            lay = self.layout
+            run = lay.block_size * lay.head_size * self.dtype.itemsize
+            # A chunk's layer is [2, H, N * head] (K of every head, then V); a block's is
+            # [H, 2, N * head]: where each run of the chunk's goes in the block.
+            self._offsets = [(2 * h + kv) * run for kv in (0, 1) for h in range(lay.kv_heads)]
+        return bool(self._bytes)
+
+    def targets(self, block_id: int) -> list[memoryview]:
+        """The bytes of ``block_id`` that a chunk's payload fills, in the payload's order (one
+        run per layer, half and head), for ``os.readv``; needs :attr:`addressable`."""
+        if not self.addressable or self._bytes is None:
+            raise RuntimeError("this KV buffer cannot be addressed as runs of bytes")
+        blocks = self._caches[0].shape[0]
+        if not 0 <= block_id < blocks:
+            raise ValueError(f"block {block_id} is outside the KV buffer's {blocks} blocks")
+        lay = self.layout
+        run = lay.block_size * lay.head_size * self.dtype.itemsize
+        base = block_id * 2 * lay.kv_heads * run
+        return [
+            layer[base + offset : base + offset + run]
+            for layer in self._bytes
+            for offset in self._offsets
+        ]
 
     def _numpy_views(self) -> list[tuple[npt.NDArray[np.integer], npt.NDArray[np.integer]]]:
         """:attr:`direct`'s K and V views as same-width integer arrays (numpy has no

@@ -26,8 +26,12 @@ Same host: with ``shared_dir`` (the engine's mount of the daemon's ``activation.
 the worker reads the chunk files the daemon names there instead of receiving the bytes. The
 scheduler's Lookup sends the directory's id, and the daemon names the pinned chunks already
 in it (held under the Lookup's lease): the worker reads those with no Fetch on the forward
-pass's path, fetches only the rest, and releases the lease in the background (unreleased, it
-expires). A file it cannot use is fetched again as bytes. See ``transfer.py``.
+pass's path and fetches only the rest (the Fetch names the lease, which releases it). A lease
+no Fetch named is released by the scheduler once the loading step's output is back
+(unreleased, it expires). A file it cannot use is fetched again as bytes. See
+``transfer.py``. The Lookup starts as the request arrives (``on_new_request``) when Lookups
+are not queueing, and covers the prompt's last full block too, which vLLM computes rather
+than loads: a block the daemon holds is never saved again.
 
 Per request, ``kv_transfer_params`` may carry ``memos.load`` / ``memos.save`` (bools),
 ``memos.cube_ids`` (the cubes the prompt holds) and ``memos.hint`` (the one-bit hint: true
@@ -46,6 +50,8 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -65,7 +71,7 @@ from memos.client_activation import ActivationClient, LocalChunk
 from memos.ids import ID_PATTERN
 from memos.integrations.vllm.blocks import BlockCodec
 from memos.integrations.vllm.layout import EngineLayout, UnsupportedLayout, layout_from_vllm
-from memos.integrations.vllm.lookups import Lookups
+from memos.integrations.vllm.lookups import Hit, Lookups
 from memos.integrations.vllm.settings import (
     PARAM_PREFIX,
     ConnectorSettings,
@@ -122,7 +128,7 @@ class _RequestState:
     request: Request
     params: RequestParams
     local_tokens: int = 0  # the block-aligned local prefix hit, as last seen
-    daemon_blocks: int = 0  # leading blocks the daemon holds (pinned) for this request
+    stored_blocks: int = 0  # leading full prompt blocks the daemon holds: never saved again
     load_start: int = 0
     load_blocks: int = 0
     load_pending: bool = False
@@ -190,8 +196,15 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
         self._codec: BlockCodec | None = None
         self._load_errors: set[int] = set()
         self._channels: list[MemosClient] = []
-        # Releases the daemon's holds on shared files after a load, off the forward path.
+        # Releases the holds a Fetch took on shared files, after the forward pass.
         self._releaser: ThreadPoolExecutor | None = None
+        # Scheduler side: the leases of planned loads, by request, with the step that loads
+        # them; released once that step's output is back.
+        self._loading: dict[str, tuple[int, tuple[str, ...]]] = {}
+        self._planned_steps = self._output_steps = 0
+        self._stored = _StoredHashes(STORED_HASHES)
+        # Worker side: holds on files a Fetch named, released after the forward pass.
+        self._holds: list[str] = []
         if self._layout is None:
             return
         if role == KVConnectorRole.SCHEDULER:
@@ -242,24 +255,22 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
 
     # ================================================================== scheduler side
 
-    def get_num_new_matched_tokens(
-        self, request: Request, num_computed_tokens: int
-    ) -> tuple[int | None, bool]:
-        if self._lookups is None or self._layout is None:
-            return 0, False
-        state = self._state(request)
-        if not state.params.load:
-            return 0, False
-        # vLLM must compute at least the prompt's last token itself.
-        loadable = min(
-            (request.num_prompt_tokens - 1) // self._block_size, len(request.block_hashes)
-        )
-        if loadable * self._block_size <= num_computed_tokens:
-            return 0, False
-        hashes = list(request.block_hashes[:loadable])
+    def _loadable(self, request: Request) -> int:
+        """Leading blocks of ``request`` a load may cover: vLLM must compute at least the
+        prompt's last token itself."""
+        prompt = int(request.num_prompt_tokens)
+        return min((prompt - 1) // self._block_size, len(request.block_hashes))
+
+    def _lookup(self, request: Request, state: _RequestState, *, wait: bool) -> Hit | None:
+        if self._lookups is None:
+            return None
+        # The Lookup covers every full prompt block, the last one too (vLLM computes its
+        # last token, so it is never loaded): a block the daemon holds is never saved again.
+        full = min(request.num_prompt_tokens // self._block_size, len(request.block_hashes))
+        hashes = list(request.block_hashes[:full])
         params = state.params
         shared = self.settings.shared_dir
-        hit = self._lookups.get(
+        return self._lookups.get(
             request.request_id,
             [layout.keys_of(hashes) for layout in self._rank_layouts],
             cube_ids=params.cube_ids,
@@ -269,14 +280,56 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
             shared_dir_id=partial(read_shared_id, shared)
             if shared is not None and params.shared_dir
             else None,
+            wait=wait,
         )
+
+    def on_new_request(self, request: Request) -> None:
+        """Start the request's Lookup as it arrives, not when the scheduler first gets to
+        it: the round trip to the daemon then runs while vLLM prepares its step.
+
+        Only while Lookups are not queueing (an engine that is backed up asks when it
+        schedules, as before), and not when vLLM's own prefix cache already holds the
+        blocks a load would cover (its last one).
+        """
+        if self._lookups is None or self._layout is None or self._lookups.busy():
+            return
+        state = self._state(request)
+        loadable = self._loadable(request)
+        if not state.params.load or loadable <= 0 or self._cached_locally(request, loadable):
+            return
+        self._lookup(request, state, wait=False)
+
+    def _cached_locally(self, request: Request, blocks: int) -> bool:
+        """Whether vLLM's prefix cache holds block ``blocks - 1`` of ``request`` (True when
+        that cannot be told: the Lookup then waits for the scheduler, as before)."""
+        manager: Any = getattr(self, "_kv_cache_manager", None)
+        try:
+            pool = manager.block_pool
+            return pool.get_cached_block(request.block_hashes[blocks - 1], [0]) is not None
+        except Exception:
+            return True
+
+    def get_num_new_matched_tokens(
+        self, request: Request, num_computed_tokens: int
+    ) -> tuple[int | None, bool]:
+        if self._lookups is None or self._layout is None:
+            return 0, False
+        state = self._state(request)
+        if not state.params.load:
+            return 0, False
+        loadable = self._loadable(request)
+        if loadable * self._block_size <= num_computed_tokens:
+            return 0, False
+        hit = self._lookup(request, state, wait=True)
         if hit is None:
             self.stats["lookup_retries"] += 1
             return None, False
-        blocks = min(hit.blocks, loadable)
-        state.daemon_blocks = blocks
+        state.stored_blocks = hit.blocks
         state.local_tokens = num_computed_tokens
-        return max(0, blocks * self._block_size - num_computed_tokens), False
+        hashes = request.block_hashes
+        full = min(request.num_prompt_tokens // self._block_size, len(hashes))
+        self._stored.update(hashes[: hit.blocks], hashes[hit.blocks : full])
+        return max(0, min(hit.blocks, loadable) * self._block_size - num_computed_tokens), False
 
     def update_state_after_alloc(
         self, request: Request, blocks: KVCacheBlocks, num_external_tokens: int
@@ -301,6 +354,7 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
             return meta
         # The end of this step's scheduling: the next step may wait for Lookups again.
         self._lookups.new_step()
+        self._planned_steps += 1
         scheduled = scheduler_output.num_scheduled_tokens
         for new in scheduler_output.scheduled_new_reqs:
             state = self._reqs.get(new.req_id)
@@ -346,8 +400,29 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
                 files=tuple(rank[start:end] for rank in hit.files) if hit is not None else (),
             )
         )
-        # The worker's Fetch names the lease and so releases it.
+        # The lease holds the blocks until the worker has loaded them. A worker that needs a
+        # Fetch names it there, which releases it; one that reads only the files the Lookup
+        # named does not: the lease is then released once this step's output is back
+        # (update_connector_output), off the forward pass's path.
+        fetchless = bool(hit is not None and hit.files) and all(
+            len(rank) >= end for rank in (hit.files if hit is not None else ())
+        )
+        if hit is not None and fetchless and state.params.shared_dir and any(hit.leases):
+            earlier = self._loading.pop(request.request_id, None)
+            if earlier is not None:  # a resumed request loads again
+                self._lookups.release(earlier[1])
+            self._loading[request.request_id] = (self._planned_steps, hit.leases)
         self._lookups.forget(request.request_id, release=False)
+
+    def update_connector_output(self, connector_output: Any) -> None:
+        if self._lookups is None:
+            return
+        # Outputs come back in step order: every step planned up to this one has run. Were
+        # an output skipped, leases are released later, never before their load.
+        self._output_steps += 1
+        done = [req_id for req_id, (step, _) in self._loading.items() if step <= self._output_steps]
+        for req_id in done:
+            self._lookups.release(self._loading.pop(req_id)[1])
 
     def _plan_save(self, state: _RequestState, computed: int, meta: MemCubeMetadata) -> None:
         if not state.params.save:
@@ -355,8 +430,14 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
         request = state.request
         full = min(computed, request.num_prompt_tokens) // self._block_size
         full = min(full, len(request.block_hashes), len(state.block_ids))
-        start = max(state.saved, state.daemon_blocks)
+        start = max(state.saved, state.stored_blocks)
+        hashes = request.block_hashes
+        # Blocks this engine saved or was told the daemon holds: a prompt that vLLM's own
+        # cache serves (no Lookup) would otherwise send its last blocks again every time.
+        while start < full and self._stored.holds(hashes[start]):
+            start += 1
         if full <= start:
+            state.saved = max(state.saved, full)
             return
         meta.saves.append(
             SaveSpec(
@@ -367,6 +448,7 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
         )
         state.saved_blocks += full - start
         state.saved = full
+        self._stored.update(hashes[start:full], ())
 
     def request_finished(
         self, request: Request, block_ids: list[int]
@@ -374,6 +456,9 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
         if self._lookups is None:
             return False, None
         self._lookups.forget(request.request_id, release=True)
+        loading = self._loading.pop(request.request_id, None)
+        if loading is not None:
+            self._lookups.release(loading[1])
         state = self._reqs.pop(request.request_id, None)
         if state is None or not state.params.report or self._layout is None:
             return False, None
@@ -441,8 +526,9 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
             self.stats["loaded_blocks"] += result.loaded
             self.stats["shared_dir_blocks"] += result.from_files
             self.stats["shared_dir_fallbacks"] += result.refetched
-            if result.holds and self._releaser is not None:
-                self._releaser.submit(self._release_holds, result.holds)
+            # The Lookup's lease is the scheduler's to release; a Fetch's holds are released
+            # after the forward pass, so the daemon's work on them never competes with it.
+            self._holds.extend(h for h in result.holds if h != lease)
             if result.failed:
                 self.stats["load_failed_blocks"] += len(result.failed)
                 self._load_errors.update(result.failed)
@@ -462,6 +548,9 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
         return
 
     def wait_for_save(self) -> None:
+        if self._holds and self._releaser is not None:
+            holds, self._holds = tuple(self._holds), []
+            self._releaser.submit(self._release_holds, holds)
         if self._codec is None or self._saver is None or not self.has_connector_metadata():
             return
         meta = self._get_connector_metadata()
@@ -508,6 +597,37 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
             self._lookups.close()
         for channel in self._channels:
             channel.close()
+
+
+#: vLLM block hashes the scheduler remembers as stored in the daemon (about 100 bytes each).
+STORED_HASHES = 65_536
+
+
+class _StoredHashes:
+    """The block hashes this engine saved, or a Lookup found stored, most recent last.
+
+    A save is skipped for them. Wrong only when the daemon evicted one, or a save failed:
+    the next Lookup over it finds it missing (and forgets it), vLLM computes it, and it is
+    saved again; meanwhile it costs misses, never a wrong block.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._hashes: OrderedDict[bytes, None] = OrderedDict()
+
+    def holds(self, block_hash: Any) -> bool:
+        return bytes(block_hash) in self._hashes
+
+    def update(self, stored: Sequence[Any], missing: Sequence[Any]) -> None:
+        hashes = self._hashes
+        for h in missing:
+            hashes.pop(bytes(h), None)
+        for h in stored:
+            key = bytes(h)
+            hashes[key] = None
+            hashes.move_to_end(key)
+        while len(hashes) > self._capacity:
+            hashes.popitem(last=False)
 
 
 def _device_kind(vllm_config: VllmConfig, kv_cache_config: KVCacheConfig) -> str:

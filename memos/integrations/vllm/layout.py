@@ -5,8 +5,8 @@ hash (``request.block_hashes``, ``sha256_cbor``), which already covers the token
 adapter (name and path), the cache salt and multimodal inputs. The fingerprint covers what
 the hash does not: the model, the KV dtype, the block size, the layers, KV heads and head size
 of this rank's shard, the tensor-parallel rank and size, the vLLM version, the device kind and
-the attention backend's byte layout, and the hash algorithm. Two engines share blocks exactly
-when all of these agree.
+the attention backend's byte layout, how a block's bytes sit in a chunk (``BLOCK_FORMAT``),
+and the hash algorithm. Two engines share blocks exactly when all of these agree.
 
 The daemon derives the same keys from token ids alone (:meth:`EngineLayout.keys`, with
 ``memos.tiers.activation.keys``): nothing here imports vLLM.
@@ -24,6 +24,11 @@ from memos.tiers.activation.keys import (
     Adapter,
     ModelLayout,
 )
+
+#: How a block's bytes sit in a chunk, a term of the fingerprint: each half (K, V) of a
+#: block as the attention kernel packs it (``blocks.py``). A change to how blocks are copied
+#: changes it, so that chunks stored the old way are misses, never misread.
+BLOCK_FORMAT = "packed"
 
 #: Hash algorithms whose block hashes are the same in every process (``sha256_cbor`` is
 #: also the one the daemon reproduces; ``sha256`` hashes a pickle and is vLLM-only).
@@ -58,7 +63,7 @@ class EngineLayout:
     def engine_id(self) -> str:
         """The model id the fingerprint hashes: the model plus every engine-side term."""
         return (
-            f"vllm-{self.vllm_version}/{self.device}/{self.hash_algo}"
+            f"vllm-{self.vllm_version}/{self.device}/{BLOCK_FORMAT}/{self.hash_algo}"
             f"/tp{self.tp_rank}of{self.tp_size}/{self.model_id}"
         )
 

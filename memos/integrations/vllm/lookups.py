@@ -73,6 +73,7 @@ class Lookups:
         self._inline_s = inline_s
         self._timeout_s = timeout_s
         self._lease_ms = lease_ms
+        self._workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="memos-lookup")
         self._pending: dict[str, _Pending] = {}
         self._answers: dict[str, Hit] = {}
@@ -87,13 +88,14 @@ class Lookups:
         cube_ids: Sequence[str] = (),
         hint: str | None = None,
         shared_dir_id: Callable[[], str] | None = None,
+        wait: bool = True,
     ) -> Hit | None:
         """The hit for ``request_id`` (one key chain per rank), or None while pending.
 
         ``cube_ids`` and ``hint`` ride on the first rank's Lookup only: the daemon counts them
         as one read of those cubes per request. ``shared_dir_id`` reads the id of the engine's
         mount of the daemon's shared directory (in the Lookup's thread), to get the files of
-        the pinned blocks.
+        the pinned blocks. ``wait=False``: only start the Lookup (or take its answer).
         """
         answer = self._answers.get(request_id)
         if answer is not None:
@@ -106,7 +108,8 @@ class Lookups:
             )
             pending = _Pending(future, time.monotonic() + self._timeout_s)
             self._pending[request_id] = pending
-        self._wait(pending)
+        if wait:
+            self._wait(pending)
         if not pending.future.done():
             if time.monotonic() < pending.deadline:
                 return None
@@ -121,6 +124,10 @@ class Lookups:
             log.warning("memos connector: lookup failed (%s): recomputing", _brief(exc))
             hit = MISS
         return self._settle(request_id, hit)
+
+    def busy(self) -> bool:
+        """Whether Lookups are queueing for the pool's threads."""
+        return len(self._pending) >= self._workers
 
     def new_step(self) -> None:
         """A new scheduler step: it may wait ``inline_s`` again for answers."""
@@ -185,6 +192,11 @@ class Lookups:
             pending.future.add_done_callback(self._release_late)
         if release and hit is not None and any(hit.leases):
             self._pool.submit(self._release, hit.leases)
+
+    def release(self, leases: Sequence[str]) -> None:
+        """Unpin ``leases`` in the background (the blocks they held are loaded)."""
+        if any(leases):
+            self._pool.submit(self._release, leases)
 
     def _release_late(self, future: Future[Hit]) -> None:
         if future.cancelled() or future.exception() is not None:

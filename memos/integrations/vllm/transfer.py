@@ -9,11 +9,14 @@ future miss and a log line, never a request.
 
 Same host: with ``shared_dir`` (the engine's mount of the daemon's shared directory) a load
 reads files instead of receiving bytes: those the scheduler's Lookup already named (no Fetch
-at all), then those a Fetch names for the rest. Files are read a batch at a time into one
-reused host buffer, checked as streamed bytes are (the chunk's checksum, its key, the layout),
-and copied into their blocks with one copy per layer and half for the batch. A file that is
-missing, unreadable or fails a check is fetched again as bytes (the daemon is told, and
-verifies its copy), so a bad file costs a fallback, never a wrong block.
+at all), then those a Fetch names for the rest. Into a host buffer (CPU), each file is read
+straight into its block: one ``readv`` whose buffers are the chunk's header and the runs of
+the block its payload fills, then checked where it landed as streamed bytes are (the chunk's
+checksum, its key, the layout). Into a device buffer, files are read a batch at a time into
+one reused host buffer, checked there, and copied over. A file that is missing, unreadable or
+fails a check is fetched again as bytes (the daemon is told, and verifies its copy), which
+overwrites whatever the file left in the block, so a bad file costs a fallback, never a wrong
+block.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +36,15 @@ import torch
 
 from memos.client_activation import ActivationClient, LocalChunk
 from memos.integrations.vllm.blocks import BlockCodec
-from memos.tiers.activation.chunk import HEADER_BYTES, Chunk, decode, encode, torch_dtype
+from memos.tiers.activation.chunk import (
+    HEADER_BYTES,
+    Chunk,
+    decode,
+    decode_header,
+    encode,
+    torch_dtype,
+    verify_checksum,
+)
 from memos.tiers.activation.keys import ModelLayout
 from memos.tiers.activation.shared import read_shared_id
 
@@ -95,6 +107,11 @@ def load_blocks(
         else:
             chunk.copy_into(staged[loaded])
 
+    # Files go straight into their blocks where the buffer allows it: no copy at all.
+    targets: Callable[[int], list[memoryview]] | None = None
+    if staged is None and READ_INTO_BLOCKS and codec.addressable:
+        targets = lambda i: codec.targets(block_ids[i])  # noqa: E731
+
     def write(first: int, blocks: torch.Tensor) -> None:
         if staged is None:
             codec.write_direct(block_ids[first : first + blocks.shape[0]], blocks)
@@ -106,7 +123,15 @@ def load_blocks(
         nonlocal loaded, from_files, refetched
         while pending and shared_dir is not None:
             end = loaded + len(pending)
-            result = load_files(codec, shared_dir, pending, keys[loaded:end], loaded, write)
+            result = load_files(
+                codec,
+                shared_dir,
+                pending,
+                keys[loaded:end],
+                loaded,
+                write,
+                targets=targets,
+            )
             loaded += result.loaded
             from_files += result.loaded
             del pending[: result.loaded]
@@ -197,6 +222,10 @@ def _reason(exc: BaseException) -> str:
 #: see the README's connector section).
 FILE_BATCH_BYTES = 4 << 20
 
+#: Read shared files straight into their blocks where the KV buffer allows it (host memory,
+#: chunks kept as packed): one pass over the bytes instead of a read and a copy.
+READ_INTO_BLOCKS = True
+
 
 @dataclass(frozen=True, slots=True)
 class FilesLoaded:
@@ -231,6 +260,8 @@ def load_files(
     keys: Sequence[bytes],
     first: int,
     write: Callable[[int, torch.Tensor], None],
+    *,
+    targets: Callable[[int], list[memoryview]] | None = None,
 ) -> FilesLoaded:
     """Read ``files`` (the chunks of ``keys``), verify them as streamed bytes are verified
     (size, header, key, layout, checksum), and hand the leading good ones to ``write``
@@ -242,11 +273,17 @@ def load_files(
     layer and half. Read, not mapped: mapping and unmapping a file per chunk cost more than
     the copy (measured: 21 ms for 32 MiB in 64 files mapped with MAP_POPULATE, 16 ms read one
     at a time). Stops at the first file that is unusable; ``error`` says why.
+
+    With ``targets`` (position -> the runs of that block's bytes, see
+    :meth:`BlockCodec.targets`), each file is read straight into its block instead
+    (:func:`_read_into_blocks`), and ``write`` is not called.
     """
     lay = codec.model_layout
+    size = _file_bytes(codec)
+    if targets is not None:
+        return _read_into_blocks(codec, os.fspath(root), files, keys, first, targets, size)
     dtype = torch_dtype(lay.dtype)
     item = dtype.itemsize
-    size = _file_bytes(codec)
     per_batch = max(1, FILE_BATCH_BYTES // size)
     buffer = _file_buffer(min(per_batch, len(files)) * size)
     view = memoryview(buffer)
@@ -290,12 +327,7 @@ def _read_file(root: str, local: LocalChunk, size: int, into: memoryview, key: b
     Strings, not Path objects, and no fstat: this runs per chunk on the forward pass's path,
     and a file longer than its chunk cannot pass for it (the header's length, the checksum).
     """
-    path = local.path
-    if path.startswith("/") or ".." in path.split("/"):
-        raise ValueError("the daemon named a path outside its shared directory")
-    if local.size != size:
-        raise ValueError(f"the daemon said {local.size} bytes, the layout's chunks have {size}")
-    fd = os.open(os.path.join(root, path), os.O_RDONLY)
+    fd = _open_named(root, local, size)
     try:
         read = 0
         while read < size:
@@ -306,6 +338,96 @@ def _read_file(root: str, local: LocalChunk, size: int, into: memoryview, key: b
     finally:
         os.close(fd)
     return decode(into, key)
+
+
+def _read_into_blocks(
+    codec: BlockCodec,
+    root: str,
+    files: Sequence[LocalChunk],
+    keys: Sequence[bytes],
+    first: int,
+    targets: Callable[[int], list[memoryview]],
+    size: int,
+) -> FilesLoaded:
+    """:func:`load_files` straight into the blocks: each file is read with one ``readv``
+    whose buffers are its header and the runs of its block the payload fills, then checked
+    where it landed (header, key, layout, and the checksum over those runs). A file that
+    fails leaves its block half-written: the caller fetches it again, which overwrites it,
+    or fails the block, which vLLM recomputes.
+
+    The second half of the files is read by a helper thread meanwhile (the reads and the
+    checksums release the GIL): the forward pass has not started, so a second core is idle
+    (vLLM's own copies, such as ExampleConnector's, use its OpenMP threads there).
+    """
+    half = (len(files) + 1) // 2 if len(files) >= PARALLEL_READ_MIN_FILES else len(files)
+    rest: Future[FilesLoaded] | None = None
+    if half < len(files):
+        rest = _reader().submit(
+            _read_range, codec, root, files[half:], keys[half:], first + half, targets, size
+        )
+    try:
+        done = _read_range(codec, root, files[:half], keys[:half], first, targets, size)
+    finally:
+        later = rest.result() if rest is not None else FilesLoaded(0)
+    if done.loaded < half or done.error:
+        return done
+    return FilesLoaded(half + later.loaded, later.error)
+
+
+#: Loads of at least this many shared files read them in two threads.
+PARALLEL_READ_MIN_FILES = 8
+
+_readers: dict[int, ThreadPoolExecutor] = {}  # by process id: a forked child makes its own
+_readers_lock = threading.Lock()
+
+
+def _reader() -> ThreadPoolExecutor:
+    """The helper thread of :func:`_read_into_blocks`, this process's (started on first use)."""
+    with _readers_lock:
+        pool = _readers.get(os.getpid())
+        if pool is None:
+            pool = _readers[os.getpid()] = ThreadPoolExecutor(1, thread_name_prefix="memos-kv-read")
+        return pool
+
+
+def _read_range(
+    codec: BlockCodec,
+    root: str,
+    files: Sequence[LocalChunk],
+    keys: Sequence[bytes],
+    first: int,
+    targets: Callable[[int], list[memoryview]],
+    size: int,
+) -> FilesLoaded:
+    lay = codec.model_layout
+    head = bytearray(HEADER_BYTES)
+    for i, (local, key) in enumerate(zip(files, keys, strict=True)):
+        try:
+            fd = _open_named(root, local, size)
+            try:
+                into = targets(first + i)
+                got = os.readv(fd, [head, *into])
+            finally:
+                os.close(fd)
+            if got != size:
+                raise ValueError(f"read {got} of the file's {size} bytes")
+            header = decode_header(memoryview(head), key, total_bytes=size)
+            if not header.matches(lay) or header.tokens != header.chunk_tokens:
+                raise ValueError("a chunk of another layout")
+            verify_checksum(memoryview(head), into)
+        except Exception as exc:
+            return FilesLoaded(i, _reason(exc))
+    return FilesLoaded(len(files))
+
+
+def _open_named(root: str, local: LocalChunk, size: int) -> int:
+    """Open the file the daemon named, relative to ``root``, after checking the name."""
+    path = local.path
+    if path.startswith("/") or ".." in path.split("/"):
+        raise ValueError("the daemon named a path outside its shared directory")
+    if local.size != size:
+        raise ValueError(f"the daemon said {local.size} bytes, the layout's chunks have {size}")
+    return os.open(os.path.join(root, path), os.O_RDONLY)
 
 
 def _refetch(client: ActivationClient, key: bytes) -> bytes:

@@ -31,6 +31,7 @@ rejected too.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -188,8 +189,22 @@ def decode(blob: bytes | memoryview, key: bytes | None = None) -> Chunk:
     With ``key``, the chunk must carry that key: a value stored under another key is corrupt.
     """
     view = memoryview(blob).cast("B")
-    if view.nbytes < HEADER_BYTES:
-        raise CorruptChunk(f"truncated: {view.nbytes} bytes is shorter than the header")
+    header = decode_header(view, key, total_bytes=view.nbytes)
+    verify_checksum(view, [view[HEADER_BYTES:]])
+    payload = view[HEADER_BYTES:]
+    return Chunk(header=header, payload=payload.toreadonly(), raw=view.toreadonly())
+
+
+def decode_header(
+    head: bytes | memoryview, key: bytes | None = None, *, total_bytes: int
+) -> ChunkHeader:
+    """Validate a chunk's header (its first :data:`HEADER_BYTES` bytes, ``head``) for a chunk
+    of ``total_bytes`` bytes; raise :class:`CorruptChunk` on any defect. The payload is not
+    checked: :func:`verify_checksum` does that, wherever the payload's bytes are.
+    """
+    view = memoryview(head).cast("B")
+    if view.nbytes < HEADER_BYTES or total_bytes < HEADER_BYTES:
+        raise CorruptChunk(f"truncated: {total_bytes} bytes is shorter than the header")
     fields = _PREFIX.unpack_from(view, 0)
     magic, version, header_len, dtype_code = fields[:4]
     if magic != MAGIC:
@@ -217,17 +232,23 @@ def decode(blob: bytes | memoryview, key: bytes | None = None) -> Chunk:
         raise CorruptChunk("impossible layout in header")
     if shape != header.shape:
         raise CorruptChunk(f"shape {shape} disagrees with the layout fields {header.shape}")
-    if payload_len != header.payload_bytes or view.nbytes != HEADER_BYTES + payload_len:
+    if payload_len != header.payload_bytes or total_bytes != HEADER_BYTES + payload_len:
         raise CorruptChunk(
             f"length mismatch: header says {payload_len} payload bytes, "
-            f"layout needs {header.payload_bytes}, blob has {view.nbytes - HEADER_BYTES}"
+            f"layout needs {header.payload_bytes}, blob has {total_bytes - HEADER_BYTES}"
         )
     if key is not None and (len(key) != KEY_BYTES or header.key != key):
         raise CorruptChunk("chunk carries a different key")
+    return header
+
+
+def verify_checksum(head: bytes | memoryview, payload: Sequence[bytes | memoryview]) -> None:
+    """Check the checksum in header ``head`` against the payload, given as its consecutive
+    pieces (one, or wherever a reader put them); :class:`CorruptChunk` when it differs."""
+    view = memoryview(head).cast("B")
     (stored,) = _CHECKSUM.unpack_from(view, _PREFIX.size)
-    payload = view[HEADER_BYTES:]
     digest = xxhash.xxh3_64(view[: _PREFIX.size])
-    digest.update(payload)
+    for piece in payload:
+        digest.update(piece)
     if digest.intdigest() != stored:
         raise CorruptChunk("checksum mismatch")
-    return Chunk(header=header, payload=payload.toreadonly(), raw=view.toreadonly())
