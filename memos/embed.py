@@ -22,6 +22,7 @@ text-only Puts, embedded in batches of about four, at a seventh of the model's b
 
 from __future__ import annotations
 
+import atexit
 import copy
 import itertools
 import logging
@@ -252,6 +253,23 @@ class _Lanes:
             self._idle.put(lane)
 
 
+# Running query-lane warm-ups and what stops each. A thread still inside torch when the
+# interpreter finalises aborts the process ("terminate called without an active exception",
+# seen on a SIGTERM right after start): at exit, each is stopped and waited for (one query).
+_warmups: dict[threading.Thread, threading.Event] = {}
+_warmups_lock = threading.Lock()
+
+
+@atexit.register
+def _stop_warmups() -> None:
+    with _warmups_lock:
+        running = list(_warmups.items())
+    for _, stop in running:
+        stop.set()
+    for thread, _ in running:
+        thread.join(10)
+
+
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 (384 dimensions) loaded from the wheel; batched and thread-safe."""
 
@@ -283,10 +301,14 @@ class MiniLMEmbedder:
         self.dim = bulk[0].dim
         #: Set once the query lane has run every length up to WARM_TOKENS (at once in float32).
         self.warmed = threading.Event()
+        self._stop_warmup = threading.Event()
         if self.query_dtype == "bfloat16":
-            threading.Thread(
+            thread = threading.Thread(
                 target=self._warm_query_lane, name="memos-embed-warmup", daemon=True
-            ).start()
+            )
+            with _warmups_lock:
+                _warmups[thread] = self._stop_warmup
+            thread.start()
         else:
             self.warmed.set()
 
@@ -302,10 +324,14 @@ class MiniLMEmbedder:
         """
         try:
             for words in range(self.WARM_TOKENS - 1):  # [CLS] + words + [SEP]
+                if self._stop_warmup.is_set():
+                    break
                 self._query.encode_one(" ".join(["a"] * words))
         except Exception:  # a warm-up is worth nothing next to a daemon that stays up
             logging.getLogger(__name__).exception("warming the query lane failed")
         finally:
+            with _warmups_lock:
+                _warmups.pop(threading.current_thread(), None)
             self.warmed.set()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
