@@ -196,6 +196,26 @@ class Daemon:
         )
         wait_serving(self.addr)
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the daemon has used (user + system), or None off Linux."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def wait_quiet(self, timeout_s: float, window_s: float = 2.0, share: float = 0.05) -> float:
+        """Wait until the daemon uses under ``share`` of a core over ``window_s`` (its jobs,
+        such as the compaction that follows an index build, are done); seconds waited."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout_s:
+            before = self.cpu_seconds()
+            time.sleep(window_s)
+            after = self.cpu_seconds()
+            if before is None or after is None or (after - before) / window_s < share:
+                break
+        return time.monotonic() - start
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -343,6 +363,10 @@ def run_size(
             # The index job holds off while writes stream in (PlaintextStore._writes_busy), so
             # the one build over the whole table starts now; on 2 busy cores it takes minutes.
             stats = wait_indexed(stub, timeout_s=900)
+            # Search latency is measured on a daemon at rest: the compaction job folds the index
+            # build's version in next, and a search beside it measures the compaction.
+            quiet_s = daemon.wait_quiet(timeout_s=300)
+            progress(f"{n:,} cubes: daemon quiet after {quiet_s:.0f} s")
             qs = synth_texts(queries, seed=n + 1)
             stub.Search(pb.SearchRequest(query=qs[0], k=10, mode=DENSE))  # warm-up
             progress(f"{n:,} cubes: {queries} searches")
