@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from memos.api.auth import Authenticator, is_loopback
+from memos.api.health import HealthServicer
 from memos.api.memcube import MemCubeServicer
 from memos.config import Settings
 from memos.embed import Embedder
@@ -84,7 +85,7 @@ class Server:
             ],
             maximum_concurrent_rpcs=settings.max_workers * 4,
         )
-        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.health = HealthServicer(experimental_non_blocking=True)
         self.servicer = MemCubeServicer(
             self.kernel, self.auth, max_watchers=max(1, settings.max_workers // 2)
         )
