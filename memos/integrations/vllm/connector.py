@@ -404,10 +404,10 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
         # Fetch names it there, which releases it; one that reads only the files the Lookup
         # named does not: the lease is then released once this step's output is back
         # (update_connector_output), off the forward pass's path.
-        fetchless = bool(hit is not None and hit.files) and all(
-            len(rank) >= end for rank in (hit.files if hit is not None else ())
+        fetchless = (
+            hit is not None and bool(hit.files) and all(len(rank) >= end for rank in hit.files)
         )
-        if hit is not None and fetchless and state.params.shared_dir and any(hit.leases):
+        if fetchless and hit is not None and state.params.shared_dir and any(hit.leases):
             earlier = self._loading.pop(request.request_id, None)
             if earlier is not None:  # a resumed request loads again
                 self._lookups.release(earlier[1])

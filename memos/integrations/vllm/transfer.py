@@ -39,6 +39,7 @@ from memos.integrations.vllm.blocks import BlockCodec
 from memos.tiers.activation.chunk import (
     HEADER_BYTES,
     Chunk,
+    ChunkHeader,
     decode,
     decode_header,
     encode,
@@ -299,9 +300,7 @@ def load_files(
             local, key = files[done + i], keys[done + i]
             try:
                 chunk = _read_file(base, local, size, view[i * size : (i + 1) * size], key)
-                header = chunk.header
-                if not header.matches(lay) or header.tokens != header.chunk_tokens:
-                    raise ValueError("a chunk of another layout")
+                _check_layout(chunk.header, lay)
             except Exception as exc:
                 good, error = i, _reason(exc)
                 break
@@ -411,13 +410,17 @@ def _read_range(
                 os.close(fd)
             if got != size:
                 raise ValueError(f"read {got} of the file's {size} bytes")
-            header = decode_header(memoryview(head), key, total_bytes=size)
-            if not header.matches(lay) or header.tokens != header.chunk_tokens:
-                raise ValueError("a chunk of another layout")
+            _check_layout(decode_header(memoryview(head), key, total_bytes=size), lay)
             verify_checksum(memoryview(head), into)
         except Exception as exc:
             return FilesLoaded(i, _reason(exc))
     return FilesLoaded(len(files))
+
+
+def _check_layout(header: ChunkHeader, layout: ModelLayout) -> None:
+    """A file's chunk must be a full chunk of the engine's own layout."""
+    if not header.matches(layout) or header.tokens != header.chunk_tokens:
+        raise ValueError("a chunk of another layout")
 
 
 def _open_named(root: str, local: LocalChunk, size: int) -> int:

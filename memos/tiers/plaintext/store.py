@@ -844,9 +844,7 @@ class PlaintextStore:
             for (cube, score), is_latest in zip(
                 _scored(found.drop_columns(["is_latest"])), latest, strict=True
             )
-            if is_latest
-            and cube.state in states
-            and (cube.expires_at is None or cube.expires_at > now)
+            if is_latest and cube.state in states and not cube.is_expired(now)
         ]
         return hits[:k] if len(hits) >= k else None
 
