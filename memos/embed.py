@@ -43,6 +43,8 @@ from memos.config import EmbedSettings
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+    from memos.packed_bert import PackedBert
+
 MINILM_NAMES = frozenset({"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
 MINILM_NAME = "all-MiniLM-L6-v2"
 
@@ -156,13 +158,26 @@ def _cores() -> int:
 class _Lane:
     """One model instance behind one lock: encode() is not safe to call concurrently."""
 
-    def __init__(self, model: SentenceTransformer, batch_size: int, threads: int) -> None:
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        batch_size: int,
+        threads: int,
+        *,
+        packed: PackedBert | None = None,
+    ) -> None:
         self._model = model
         self._batch_size = batch_size
         self._threads = threads
         self._lock = threading.Lock()
         # What encode_one runs straight, found once here rather than on every query.
         self._direct = _mean_pooled(model)
+        # The transformer's forward pass over prepacked weights, where it serves this model.
+        self._packed = packed if self._direct is not None else None
+
+    @property
+    def packed(self) -> bool:
+        return self._packed is not None
 
     @property
     def dim(self) -> int:
@@ -196,7 +211,10 @@ class _Lane:
                 [text], return_tensors="pt", padding=True, truncation=True, max_length=max_length
             )
             # Pooled in float32 whatever the weights' format (bfloat16 on the query lane).
-            hidden = transformer(**features).last_hidden_state.float()
+            if self._packed is not None:
+                hidden = self._packed(features["input_ids"][0]).float().unsqueeze(0)
+            else:
+                hidden = transformer(**features).last_hidden_state.float()
             mask = features["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
             out = torch.nn.functional.normalize(pooled, dim=-1)
@@ -290,19 +308,17 @@ class MiniLMEmbedder:
             _Lane(_sibling(model), settings.batch_size, threads) for _ in range(self.workers - 1)
         ]
         self._bulk = _Lanes(bulk, self.MIN_SPLIT)
-        # Made now, not on the first query: that one would pay for it in its latency. In
-        # bfloat16 only where its forward pass runs straight (``_Lane.encode_one``), which
-        # pools in float32: sentence-transformers' own path would hand numpy a bfloat16 tensor.
+        self.dim = bulk[0].dim
+        # Made now, not on the first query: that one would pay for it in its latency.
         self.query_dtype = query_dtype(settings.query_dtype)
         if self.query_dtype == "bfloat16" and _mean_pooled(model) is None:
             self.query_dtype = "float32"
-        query_model = _in_bfloat16(model) if self.query_dtype == "bfloat16" else _sibling(model)
-        self._query = _Lane(query_model, 1, settings.query_threads)
-        self.dim = bulk[0].dim
-        #: Set once the query lane has run every length up to WARM_TOKENS (at once in float32).
+        self._query = self._query_lane(model, bulk[0], settings)
+        #: Set once the query lane has run every length up to WARM_TOKENS (at once when
+        #: neither bfloat16 nor packed weights ask for it).
         self.warmed = threading.Event()
         self._stop_warmup = threading.Event()
-        if self.query_dtype == "bfloat16":
+        if self.query_dtype == "bfloat16" or self._query.packed:
             thread = threading.Thread(
                 target=self._warm_query_lane, name="memos-embed-warmup", daemon=True
             )
@@ -312,14 +328,55 @@ class MiniLMEmbedder:
         else:
             self.warmed.set()
 
+    # The packed forward pass must give the module's vector for this text (cosine), or the
+    # query lane keeps the module's own pass: bfloat16 alone stays above 0.9999.
+    PACKED_MIN_COSINE = 0.999
+    PACKED_PROBE = "Packed weights must embed this probe sentence as the model does."
+
+    def _query_lane(
+        self, model: SentenceTransformer, bulk: _Lane, settings: EmbedSettings
+    ) -> _Lane:
+        """The lane for single queries: prepacked weights where ``PackedBert`` serves the
+        model (``embed.query_packed``), else the module's own forward pass, in the query
+        lane's number format either way."""
+        import torch
+
+        dtype = torch.bfloat16 if self.query_dtype == "bfloat16" else torch.float32
+        parts = _mean_pooled(model)
+        packed = None
+        if settings.query_packed and parts is not None:
+            from memos.packed_bert import PackedBert
+
+            packed = PackedBert.build(parts[1], dtype)
+        if packed is not None:
+            # The sibling lends the lane its tokenizer; its shared float32 weights stay unused.
+            lane = _Lane(_sibling(model), 1, settings.query_threads, packed=packed)
+            reference = bulk.encode([self.PACKED_PROBE])[0]
+            cosine = float(np.dot(lane.encode_one(self.PACKED_PROBE), reference))
+            if cosine >= self.PACKED_MIN_COSINE:
+                return lane
+            logging.getLogger(__name__).warning(
+                "packed query weights disagree with the model (cosine %.5f): "
+                "queries run through the model's own forward pass",
+                cosine,
+            )
+        query_model = _in_bfloat16(model) if dtype == torch.bfloat16 else _sibling(model)
+        return _Lane(query_model, 1, settings.query_threads)
+
+    @property
+    def query_packed(self) -> bool:
+        """Whether single queries run over prepacked weights (``PackedBert``)."""
+        return self._query.packed
+
     # Query lengths, in tokens, that the query lane runs once in the background after start.
     WARM_TOKENS = 128
 
     def _warm_query_lane(self) -> None:
         """Run one query of each length up to WARM_TOKENS on the query lane.
 
-        In bfloat16, oneDNN builds its kernels for each new input shape on first use: the first
-        query of each length took 2.8 ms longer at the median (float32 showed no such cost). One
+        In bfloat16, and over prepacked weights in any format, oneDNN builds its kernels for each
+        new input shape on first use: the first query of each length took 2.8 ms longer at the
+        median (float32 through the module showed no such cost). One
         length at a time, so a real query waits behind at most one of these (about 10 ms).
         """
         try:

@@ -85,8 +85,8 @@ QUERY_TEXTS = [
 def test_a_query_runs_the_forward_pass_straight_with_the_batch_paths_numbers(
     minilm: Embedder,
 ) -> None:
-    fp32 = MiniLMEmbedder(EmbedSettings(workers=1, query_dtype="float32"))
-    assert fp32.query_dtype == "float32"
+    fp32 = MiniLMEmbedder(EmbedSettings(workers=1, query_dtype="float32", query_packed=False))
+    assert fp32.query_dtype == "float32" and not fp32.query_packed
     # MiniLM is a transformer with mean pooling: its queries skip sentence-transformers'
     # batching machinery (embed.py, _Lane.encode_one).
     assert fp32._query._direct is not None
@@ -100,7 +100,7 @@ def test_a_query_runs_the_forward_pass_straight_with_the_batch_paths_numbers(
 def test_a_bfloat16_query_lane_stays_within_rounding_of_float32_and_ranks_the_same(
     minilm: Embedder,
 ) -> None:
-    bf16 = MiniLMEmbedder(EmbedSettings(workers=1, query_dtype="bfloat16"))
+    bf16 = MiniLMEmbedder(EmbedSettings(workers=1, query_dtype="bfloat16", query_packed=False))
     assert bf16.query_dtype == "bfloat16"
     lane_weights = next(bf16._query._model.parameters())
     bulk_lane = bf16._bulk._idle.get()
@@ -143,4 +143,5 @@ def test_a_bfloat16_query_lane_warms_every_short_length_in_the_background() -> N
     assert bf16.warmed.wait(120), "the warm-up never finished"
     after = bf16.embed_query("Where did Caroline move from?")
     assert np.allclose(during, after, atol=1e-6)
-    assert MiniLMEmbedder(EmbedSettings(workers=1, query_dtype="float32")).warmed.is_set()
+    plain = EmbedSettings(workers=1, query_dtype="float32", query_packed=False)
+    assert MiniLMEmbedder(plain).warmed.is_set()

@@ -102,3 +102,21 @@ def test_the_plain_filter_fast_path_returns_only_latest_live_cubes_of_the_tenant
     assert superseded.id not in {c.id for c, _ in with_archived}
     exact = [c.id for c, _ in store.search("acme", query, 10, CubeFilter(), exact=True)]
     assert set(found[:3]) == set(exact[:3])
+
+
+@pytest.mark.parametrize("k", [1, 10, 100])
+@pytest.mark.parametrize("share", [1.0, 0.95, 0.7, 0.5, 0.3])
+def test_the_over_fetch_rarely_falls_short_and_fetches_little_when_all_pass(
+    k: int, share: float
+) -> None:
+    from math import comb
+
+    from memos.tiers.plaintext.store import over_fetch
+
+    n = over_fetch(k, share)
+    # The exact binomial chance that fewer than k of n candidates pass: under 1%.
+    short = sum(comb(n, i) * share**i * (1 - share) ** (n - i) for i in range(k))
+    assert short < 0.01, (n, short)
+    if share == 1.0:
+        assert n == k + 2  # every candidate passes: only the spare for expiries
+    assert n <= over_fetch(k, share * 0.9)  # a rarer filter never fetches fewer

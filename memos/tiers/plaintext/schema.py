@@ -197,19 +197,21 @@ def rows_to_cubes(table: pa.Table) -> list[MemCube]:
         vectors: list[list[float] | None] = table[VECTOR].to_pylist()
     else:
         vectors = [None] * table.num_rows
-    cubes = []
-    for text, record, vector in zip(texts, records, vectors, strict=True):
-        cube = MemCube.model_validate_json(record)
-        if cube.plaintext is not None:
-            payload = cube.plaintext.model_copy(
-                update={
-                    "text": text,
-                    "embedding": tuple(vector) if vector is not None else None,
-                }
-            )
-            cube = cube.model_copy(update={"plaintext": payload})
-        cubes.append(cube)
-    return cubes
+    return [
+        cube_from_row(text, record, vector)
+        for text, record, vector in zip(texts, records, vectors, strict=True)
+    ]
+
+
+def cube_from_row(text: str, record: str, vector: list[float] | None) -> MemCube:
+    """One row's cube: its record, with the text and (when read) the embedding."""
+    cube = MemCube.model_validate_json(record)
+    if cube.plaintext is not None:
+        payload = cube.plaintext.model_copy(
+            update={"text": text, "embedding": tuple(vector) if vector is not None else None}
+        )
+        cube = cube.model_copy(update={"plaintext": payload})
+    return cube
 
 
 def embedding_matrix(cubes: Sequence[MemCube], dim: int) -> tuple[np.ndarray, np.ndarray]:
