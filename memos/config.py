@@ -123,7 +123,9 @@ class PlaintextSettings(BaseModel):
     ann_min_rows: int = Field(5000, ge=256)
     ann_nprobes: int = Field(32, ge=1)
     ann_refine_factor: int = Field(2, ge=1)
-    ann_ef: int = Field(64, ge=1)
+    # HNSW candidate list per probed partition: 100 keeps recall@10 near 0.98 on a single
+    # 100k-row graph of LoCoMo turns (64: 0.957).
+    ann_ef: int = Field(100, ge=1)
     # Rebuild (retrain) the ANN index when rows it does not cover exceed this share of it.
     ann_rebuild_fraction: float = Field(0.25, gt=0)
     # Old table versions (manifests and the files only they use) kept by compaction.
