@@ -98,12 +98,12 @@ class EmbedSettings(BaseModel):
     # threads waits at every op for the one that lost its core (p99 x30 measured on 2 cores).
     query_threads: int = Field(1, ge=0)
     # Number format of the query lane's weights. "auto": bfloat16 where the CPU computes it
-    # natively (AVX512-BF16 or AMX on x86, BF16 on Arm), else float32. A MiniLM query then
-    # takes 8-9 ms instead of 14 on one core of this project's machines, and its vector stays
+    # natively (AVX512-BF16 or AMX on x86, BF16 on Arm), else float32. A MiniLM query through
+    # the Hugging Face module then took 7-9 ms instead of 14 on one core here, and its vector stays
     # within cosine 0.9999 of the float32 one; stored cubes are always embedded in float32.
     query_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     # Run single queries over weights rearranged once for oneDNN (memos/packed_bert.py) where
-    # the model is a plain BERT such as MiniLM: 3.3 ms per query instead of 6-7 on one core.
+    # the model is a plain BERT such as MiniLM: 3.9 ms per query instead of 7.0 on one core.
     # Checked against the model at start; false keeps the Hugging Face module's forward pass.
     query_packed: bool = True
 
