@@ -308,6 +308,11 @@ def run_size(
     vectors = cached_embeddings(texts, cache_dir / f"daemon-{n}.npy")
     daemon = Daemon(workdir / f"data-{n}", index_interval_s=5.0)
     try:
+        # For its first seconds the daemon runs each query length once on its query lane
+        # (about 2 s alone); begun at once, the first puts shared the cores with that warm-up
+        # (a fifth of the daemon's CPU time during a --quick run's text-only puts, py-spy).
+        started_quiet_s = daemon.wait_quiet(timeout_s=120)
+        progress(f"{n:,} cubes: daemon quiet {started_quiet_s:.0f} s after start")
         with grpc.insecure_channel(daemon.addr) as ch:
             stub = pb_grpc.MemCubeServiceStub(ch)  # type: ignore[no-untyped-call]
             # 1. Puts carrying their own embedding: the bulk of the table, in the wire form the
