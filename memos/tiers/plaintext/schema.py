@@ -26,7 +26,7 @@ with.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -191,27 +191,25 @@ def cubes_to_table(
 
 def rows_to_cubes(table: pa.Table) -> list[MemCube]:
     """The cubes of ``table``'s rows, in order; the embedding is set when the vector is there."""
+    return list(iter_cubes(table))
+
+
+def iter_cubes(table: pa.Table) -> Iterator[MemCube]:
+    """``rows_to_cubes`` one row at a time: a caller that stops early parses no more rows."""
     texts = table["text"].to_pylist()
     records = table["record"].to_pylist()
     if VECTOR in table.column_names:
         vectors: list[list[float] | None] = table[VECTOR].to_pylist()
     else:
         vectors = [None] * table.num_rows
-    return [
-        cube_from_row(text, record, vector)
-        for text, record, vector in zip(texts, records, vectors, strict=True)
-    ]
-
-
-def cube_from_row(text: str, record: str, vector: list[float] | None) -> MemCube:
-    """One row's cube: its record, with the text and (when read) the embedding."""
-    cube = MemCube.model_validate_json(record)
-    if cube.plaintext is not None:
-        payload = cube.plaintext.model_copy(
-            update={"text": text, "embedding": tuple(vector) if vector is not None else None}
-        )
-        cube = cube.model_copy(update={"plaintext": payload})
-    return cube
+    for text, record, vector in zip(texts, records, vectors, strict=True):
+        cube = MemCube.model_validate_json(record)
+        if cube.plaintext is not None:
+            payload = cube.plaintext.model_copy(
+                update={"text": text, "embedding": tuple(vector) if vector is not None else None}
+            )
+            cube = cube.model_copy(update={"plaintext": payload})
+        yield cube
 
 
 def embedding_matrix(cubes: Sequence[MemCube], dim: int) -> tuple[np.ndarray, np.ndarray]:

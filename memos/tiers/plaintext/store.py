@@ -81,9 +81,9 @@ from memos.tiers.plaintext.schema import (
     KEY_COLUMNS,
     SITUATED_TEXT,
     VECTOR,
-    cube_from_row,
     cubes_to_table,
     embedding_matrix,
+    iter_cubes,
     read_columns,
     rows_to_cubes,
     schema_model,
@@ -204,11 +204,15 @@ def over_fetch(k: int, share: float) -> int:
     return math.ceil(root * root - 1e-9) + _FAST_PATH_SPARE
 
 
+def _scores(rows: pa.Table) -> list[float]:
+    """The cosine similarity (higher is nearer) of each row, from its ``_distance``."""
+    scores: list[float] = (1.0 - rows["_distance"].to_numpy(zero_copy_only=False)).tolist()
+    return scores
+
+
 def _scored(rows: pa.Table) -> list[tuple[MemCube, float]]:
-    """Cubes and their cosine similarity (higher is nearer) from rows with ``_distance``."""
-    scores = (1.0 - rows["_distance"].to_numpy(zero_copy_only=False)).tolist()
-    cubes = rows_to_cubes(rows.drop_columns(["_distance"]))
-    return list(zip(cubes, scores, strict=True))
+    """Cubes and their cosine similarity from rows with ``_distance``."""
+    return list(zip(rows_to_cubes(rows), _scores(rows), strict=True))
 
 
 # --------------------------------------------------------------------------- the store
@@ -860,18 +864,11 @@ class PlaintextStore:
         latest = found["is_latest"].to_pylist()
         states = set(flt.states or tuple(State))
         now = utcnow()
-        texts = found["text"].to_pylist()
-        records = found["record"].to_pylist()
-        vectors = found[VECTOR].to_pylist() if VECTOR in found.column_names else None
-        scores = (1.0 - found["_distance"].to_numpy(zero_copy_only=False)).tolist()
         hits: list[tuple[MemCube, float]] = []
         # Nearest first: parse rows until k pass, not every candidate fetched.
-        for i, is_latest in enumerate(latest):
-            if not is_latest:
-                continue
-            cube = cube_from_row(texts[i], records[i], vectors[i] if vectors else None)
-            if cube.state in states and not cube.is_expired(now):
-                hits.append((cube, scores[i]))
+        for cube, score, is_latest in zip(iter_cubes(found), _scores(found), latest, strict=True):
+            if is_latest and cube.state in states and not cube.is_expired(now):
+                hits.append((cube, score))
                 if len(hits) == k:
                     return hits
         return None
