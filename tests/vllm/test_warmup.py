@@ -75,9 +75,22 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory, daemon: Daemon) -> Ite
         server.close()
 
 
+def _stored_settles(kv: Any, at_least: int) -> int:
+    """The daemon's stored-chunk count once it reaches ``at_least``: a chunk is visible to
+    Lookup as soon as the RAM level holds it, and counted once every write level (disk too)
+    has taken it, so a matching Lookup alone does not mean the count is final."""
+    deadline = time.monotonic() + 30
+    while (stored := int(kv.stats().stored_chunks)) < at_least:
+        assert time.monotonic() < deadline, f"stored_chunks stayed at {stored} < {at_least}"
+        time.sleep(0.05)
+    return stored
+
+
 def test_warmup_through_the_server_stores_the_blocks_and_returns_their_keys(
     vllm_server: str, daemon: Daemon
 ) -> None:
+    kv = activation_client(daemon.addr)
+    before = kv.stats().stored_chunks
     warmed = warm(vllm_server, "tiny", MEMORY, cube_ids=["cube-1"])
     assert warmed.prompt_tokens == len(MEMORY)
     assert warmed.block_size == BLOCK
@@ -85,14 +98,13 @@ def test_warmup_through_the_server_stores_the_blocks_and_returns_their_keys(
     assert warmed.saved_blocks == len(MEMORY) // BLOCK
     # The keys are vLLM's block hashes, which the daemon computes from the token ids.
     assert list(warmed.block_hashes) == chain_hashes(MEMORY, BLOCK)
-    kv = activation_client(daemon.addr)
     deadline = time.monotonic() + 30
     while kv.lookup(warmed.keys).matched < len(warmed.keys):  # saves are asynchronous
         assert time.monotonic() < deadline, "the blocks never reached the daemon"
         time.sleep(0.1)
 
     # Warming again (vLLM's own cache holds the prefix now) stores nothing new.
-    stored = kv.stats().stored_chunks
+    stored = _stored_settles(kv, before + warmed.saved_blocks)
     again = warm(vllm_server, "tiny", MEMORY)
     assert again.keys == warmed.keys
     assert again.saved_blocks == 0
@@ -122,6 +134,8 @@ def test_migrate_through_vllm_records_the_cube_and_a_fresh_engine_loads_it(
 ) -> None:
     assert served_model(vllm_server) == "tiny"
     runner = CliRunner(env={"MEMOS_ADDR": None, "MEMOS_TOKEN": None, "MEMOS_TENANT": None})
+    kv = activation_client(daemon.addr)
+    before = kv.stats().stored_chunks
     with MemosClient(daemon.addr, token=TOKENS["acme"]) as memos:
         plain = memos.put(CUBE_TEXT, tags=["ops"])
         result = runner.invoke(
@@ -136,7 +150,6 @@ def test_migrate_through_vllm_records_the_cube_and_a_fresh_engine_loads_it(
         doc = json.loads(result.stdout)
         assert doc["migration"]["created"] is True
         cube = memos.get(doc["id"])
-        kv = activation_client(daemon.addr)
         salt = kv.stats().cache_salt
         payload = cube.activation
         assert payload is not None
@@ -152,7 +165,7 @@ def test_migrate_through_vllm_records_the_cube_and_a_fresh_engine_loads_it(
         assert kv.lookup(keys).matched == len(keys), "the daemon holds every recorded block"
 
         # Twice is harmless: the same cube, nothing stored again, over gRPC this time.
-        stored = kv.stats().stored_chunks
+        stored = _stored_settles(kv, before + len(keys))
         again = kv.migrate(plain.id, to="activation", engine="vllm", engine_url=vllm_server)
         assert again.cube.id == cube.id and not again.created and again.prefilled_chunks == 0
         assert kv.stats().stored_chunks == stored
