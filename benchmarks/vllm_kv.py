@@ -52,7 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -351,8 +351,10 @@ def engine_child(
     ``measure`` (a reload after a reset, answered with its TTFT) and ``quit``."""
     out = sys.stdout
     sys.stdout = sys.stderr  # vLLM prints; the answers stay alone on the pipe
-    if kind == "memos":
+    if kind.startswith("memos"):
         extra: dict[str, Any] = {"daemon": addr, "tenant": "bench", "shared_dir": shared}
+        if kind == "memos-grpc":  # Lookups over gRPC, not the daemon's same-host socket
+            extra["lookup_socket"] = False
         config = kv_config(CONNECTOR_NAME, CONNECTOR_MODULE, extra)
     else:
         config = kv_config("ExampleConnector", None, {"shared_storage_path": storage})
@@ -365,11 +367,30 @@ def engine_child(
             if command["op"] == "quit":
                 break
             assert llm.reset_prefix_cache()
+            before = _connector_us(llm)
             seconds = first_token(llm, command["tokens"])
-            if kind == "memos":
+            after = _connector_us(llm)
+            if kind.startswith("memos"):
                 wait_saves()
-            out.write(json.dumps({"ttft_ms": seconds * 1000}) + "\n")
+            answer = {"ttft_ms": seconds * 1000}
+            answer.update({k: (after[k] - before[k]) / 1000 for k in after})
+            out.write(json.dumps(answer) + "\n")
             out.flush()
+
+
+def _connector_us(llm: Any) -> dict[str, int]:
+    """memos's connector timers (the engine runs in this process): the scheduler's wait
+    for Lookups and the worker's load, in microseconds; empty for other connectors."""
+    from vllm.distributed.kv_transfer import get_kv_transfer_group
+
+    worker = get_kv_transfer_group()
+    if not hasattr(worker, "stats"):
+        return {}
+    scheduler = llm.llm_engine.engine_core.engine_core.scheduler.connector
+    return {
+        "lookup_wait_ms": scheduler.stats["lookup_wait_us"],
+        "load_ms": worker.stats["load_us"],
+    }
 
 
 class _Child:
@@ -397,11 +418,12 @@ class _Child:
         assert self.proc.stdout is not None
         return self.proc.stdout.readline().strip()
 
-    def run(self, op: str, tokens: list[int]) -> float:
+    def run(self, op: str, tokens: list[int]) -> dict[str, float]:
+        """The engine's answer: ``ttft_ms``, and memos's ``lookup_wait_ms`` and ``load_ms``."""
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps({"op": op, "tokens": tokens}) + "\n")
         self.proc.stdin.flush()
-        return float(json.loads(self._readline())["ttft_ms"])
+        return {k: float(v) for k, v in json.loads(self._readline()).items()}
 
     def close(self) -> None:
         if self.proc.stdin is not None and self.proc.poll() is None:
@@ -414,9 +436,12 @@ class _Child:
         self._log.close()
 
 
-def interleaved(prefix: int, count: int, reloads: int) -> tuple[list[float], list[float]]:
-    """TTFT (ms) of memos's and ExampleConnector's reloads, taking turns on each prompt."""
-    times: tuple[list[float], list[float]] = ([], [])
+def interleaved(
+    prefix: int, count: int, reloads: int, kinds: Sequence[str]
+) -> list[list[dict[str, float]]]:
+    """Each engine's answers for its reloads (``kinds``: "memos", "example", "memos-grpc"),
+    taking turns on each prompt, in a rotating order."""
+    times: list[list[dict[str, float]]] = [[] for _ in kinds]
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="memos-vllm-")))
         shared = stack.enter_context(shared_dir())
@@ -433,14 +458,16 @@ def interleaved(prefix: int, count: int, reloads: int) -> tuple[list[float], lis
                 child.close()
 
         stack.callback(close)
-        for kind in ("memos", "example"):
+        for kind in kinds:
             children.append(_Child(kind, args, work / f"{kind}.log", max_len))
-        for i, tokens in enumerate(prompts(count, prefix, BENCH_SPEC.vocab, seed=11)):
+        turn = 0
+        for tokens in prompts(count, prefix, BENCH_SPEC.vocab, seed=11):
             for child in children:
                 child.run("prepare", tokens)
-            for r in range(reloads):
-                turns = [0, 1] if (i + r) % 2 == 0 else [1, 0]
-                for which in turns:
+            for _ in range(reloads):
+                order = [(turn + k) % len(kinds) for k in range(len(kinds))]
+                turn += 1
+                for which in order:
                     times[which].append(children[which].run("measure", tokens))
     return times
 
@@ -448,31 +475,54 @@ def interleaved(prefix: int, count: int, reloads: int) -> tuple[list[float], lis
 def main_interleaved(args: Any) -> None:
     count = args.prompts or (3 if args.quick else 6)
     reloads = 2 if args.quick else 3
-    memos, example = interleaved(args.prefix, count, reloads)
+    kinds = ["memos", "example"] + (["memos-grpc"] if args.grpc_lookups else [])
+    answers = interleaved(args.prefix, count, reloads, kinds)
+    ttft = [[a["ttft_ms"] for a in engine] for engine in answers]
+    memos, example = ttft[0], ttft[1]
     ratios = [e / m for m, e in zip(memos, example, strict=True)]
+    names = {
+        "memos": "memos, shared dir",
+        "example": "ExampleConnector",
+        "memos-grpc": "memos, Lookups over gRPC",
+    }
+
+    def median_of(engine: list[dict[str, float]], key: str) -> float | str:
+        values = [a[key] for a in engine if key in a]
+        return statistics.median(values) if values else "-"
+
     print_table(
-        f"llama-52m: time to first token, reloading a {args.prefix}-token prefix, a memos "
-        f"engine (shared dir) and an ExampleConnector engine taking turns, {len(ratios)} pairs",
-        ["engine", "median ms", "p25 ms", "p75 ms"],
+        f"llama-52m: time to first token, reloading a {args.prefix}-token prefix, "
+        f"{len(kinds)} engines taking turns, {len(ratios)} rounds (medians; memos's Lookup "
+        "wait and load from its connector's timers)",
+        ["engine", "TTFT ms", "p25 ms", "p75 ms", "Example / it", "Lookup wait ms", "load ms"],
         [
-            [name, statistics.median(v), *statistics.quantiles(v, n=4)[::2]]
-            for name, v in (("memos, shared dir", memos), ("ExampleConnector", example))
+            [
+                names[kind],
+                statistics.median(v),
+                *statistics.quantiles(v, n=4)[::2],
+                statistics.median(e / t for t, e in zip(v, example, strict=True)),
+                median_of(engine, "lookup_wait_ms"),
+                median_of(engine, "load_ms"),
+            ]
+            for kind, v, engine in zip(kinds, ttft, answers, strict=True)
         ],
     )
     targets = {"ttft_vs_example_connector": Target(statistics.median(ratios), 1.0)}
     print_targets(targets)
     if args.json:
-        emit_json(
-            "vllm_kv",
-            {
-                "mode": "interleaved",
-                "memos_ttft_ms": memos,
-                "example_ttft_ms": example,
-                "paired_ratios": ratios,
-                "pairs_memos_not_slower": sum(r >= 1 for r in ratios),
-            },
-            targets,
-        )
+        results: dict[str, Any] = {
+            "mode": "interleaved",
+            "memos_ttft_ms": memos,
+            "example_ttft_ms": example,
+            "paired_ratios": ratios,
+            "pairs_memos_not_slower": sum(r >= 1 for r in ratios),
+            "memos_lookup_wait_ms": [a["lookup_wait_ms"] for a in answers[0]],
+            "memos_load_ms": [a["load_ms"] for a in answers[0]],
+        }
+        if args.grpc_lookups:
+            results["memos_grpc_lookups_ttft_ms"] = ttft[2]
+            results["memos_grpc_lookup_wait_ms"] = [a["lookup_wait_ms"] for a in answers[2]]
+        emit_json("vllm_kv", results, targets)
 
 
 def main() -> None:
@@ -487,6 +537,11 @@ def main() -> None:
         "--interleaved",
         action="store_true",
         help="only memos against ExampleConnector, two engine processes taking turns",
+    )
+    parser.add_argument(
+        "--grpc-lookups",
+        action="store_true",
+        help="with --interleaved: a third engine whose Lookups go over gRPC, not the socket",
     )
     args = parser.parse_args()
     if args.interleaved:

@@ -122,6 +122,11 @@ _ERRORS: dict[grpc.StatusCode, type[MemosError]] = {
 }
 
 
+def error_class(code: grpc.StatusCode) -> type[MemosError]:
+    """The memos error a failed call with status ``code`` raises."""
+    return _ERRORS.get(code, MemosError)
+
+
 # ------------------------------------------------------------------------------ results
 
 
@@ -429,7 +434,7 @@ class MemosClient:
         """The typed error for a failed call, with a message that says what to do."""
         code: grpc.StatusCode = exc.code()
         details: str = exc.details() or code.name
-        cls = _ERRORS.get(code, MemosError)
+        cls = error_class(code)
         message = details
         if code == grpc.StatusCode.UNAVAILABLE:
             if "connect" in details.lower() or "dns" in details.lower():

@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Generator, Iterable, Iterator, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from pydantic import BaseModel, ConfigDict
 
+from memos import local_wire
 from memos.client import MemosClient
+from memos.client_local import LocalChannel, NoLocalSocket
 from memos.cube import Kind, MemCube, from_proto, kind_to_proto
 from memos.errors import InvalidArgument, MemosError
 from memos.v1 import activation_pb2 as pb
@@ -42,6 +46,8 @@ __all__ = [
     "Migrated",
     "Stored",
 ]
+
+M = TypeVar("M", bound=Message)
 
 #: Bytes of a piece message that are not chunk data; the daemon uses the same margin.
 PIECE_OVERHEAD = 1024
@@ -128,7 +134,11 @@ class Migrated(_Result):
 
 
 class ActivationClient:
-    def __init__(self, client: MemosClient) -> None:
+    """``local_socket``: the daemon's same-host Lookup socket (``memos-lookup.sock`` in its
+    shared directory, see ``memos.local_wire``), for ``lookup`` and ``release``: the same
+    calls, a tenth of gRPC's round trip; while nothing answers there, they go over gRPC."""
+
+    def __init__(self, client: MemosClient, *, local_socket: Path | str | None = None) -> None:
         self._client = client
         # The client's channel and metadata: one connection, one identity for every service.
         channel = client.channel
@@ -136,6 +146,34 @@ class ActivationClient:
         self._kv = pb_grpc.ActivationServiceStub(channel)  # type: ignore[no-untyped-call]
         self._scheduler = spb_grpc.SchedulerServiceStub(channel)  # type: ignore[no-untyped-call]
         self._daemon_limit: int | None = None
+        self._local = (
+            None
+            if local_socket is None
+            else LocalChannel(local_socket, client.metadata, client.timeout)
+        )
+
+    @property
+    def local_calls(self) -> int:
+        """Calls answered over the same-host socket."""
+        return 0 if self._local is None else self._local.calls
+
+    def _unary(self, kind: int, request: Message, reply_type: type[M]) -> M:
+        """Lookup or Release: over the local socket where one answers, else gRPC."""
+        if self._local is not None:
+            with contextlib.suppress(NoLocalSocket):
+                return self._local.call(kind, request, reply_type)
+        try:
+            reply: M = getattr(self._kv, local_wire.METHODS[kind])(
+                request, metadata=self._metadata, timeout=self._client.timeout
+            )
+        except grpc.RpcError as exc:
+            raise self._fail(exc) from exc
+        return reply
+
+    def close(self) -> None:
+        """Close the local socket's connections (the gRPC channel is the MemosClient's)."""
+        if self._local is not None:
+            self._local.close()
 
     def _fail(self, exc: grpc.RpcError) -> MemosError:
         return self._client.error_from_rpc(exc)
@@ -167,10 +205,7 @@ class ActivationClient:
             hint=_lookup_hint(hint) if cube_ids else mpb.HINT_UNSPECIFIED,
             shared_dir_id=shared_dir_id,
         )
-        try:
-            r = self._kv.Lookup(request, metadata=self._metadata, timeout=self._client.timeout)
-        except grpc.RpcError as exc:
-            raise self._fail(exc) from exc
+        r = self._unary(local_wire.LOOKUP, request, pb.KvLookupResponse)
         if len(r.local_paths) != len(r.local_sizes) or len(r.local_paths) > r.pinned:
             raise InvalidArgument("the daemon named files that do not match its pinned keys")
         files = tuple(
@@ -289,14 +324,9 @@ class ActivationClient:
 
     def release(self, lease_id: str) -> bool:
         """Unpin a lease's chunks (a Fetch naming the lease does it by itself)."""
-        try:
-            r = self._kv.Release(
-                pb.KvReleaseRequest(lease_id=lease_id),
-                metadata=self._metadata,
-                timeout=self._client.timeout,
-            )
-        except grpc.RpcError as exc:
-            raise self._fail(exc) from exc
+        r = self._unary(
+            local_wire.RELEASE, pb.KvReleaseRequest(lease_id=lease_id), pb.KvReleaseResponse
+        )
         return bool(r.released)
 
     def stats(self) -> KvStats:

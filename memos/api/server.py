@@ -21,11 +21,13 @@ from grpc_reflection.v1alpha import reflection
 
 from memos.api.auth import Authenticator, is_loopback
 from memos.api.health import HealthServicer
+from memos.api.local_socket import LocalSocketServer
 from memos.api.memcube import MemCubeServicer
 from memos.config import Settings
 from memos.embed import Embedder
 from memos.jobs import Jobs
 from memos.kernel import MemoryOS
+from memos.local_wire import SOCKET_NAME
 from memos.metrics import MetricsInterceptor
 from memos.v1 import memcube_pb2_grpc
 
@@ -119,6 +121,7 @@ class Server:
         self.jobs = Jobs()
         self.cluster: ClusterNode | None = None
         self.port = 0
+        self.lookup_socket: LocalSocketServer | None = None
         self._stopped = threading.Event()
 
     def kernel(self) -> MemoryOS:
@@ -147,6 +150,7 @@ class Server:
             )
             self.cluster.start()
             self.jobs.leader = self.cluster.leader
+        self._start_lookup_socket(self._kernel)
         self._add_jobs(self._kernel)
         if self.cluster is not None:
             self._share_accesses(self.cluster, self._kernel)
@@ -156,6 +160,19 @@ class Server:
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving")
         return self.port
+
+    def _start_lookup_socket(self, kernel: MemoryOS) -> None:
+        settings = self.settings.activation
+        shared = settings.shared_dir
+        if kernel.activation is None or shared is None or not settings.lookup_socket:
+            return
+        server = LocalSocketServer(
+            shared / SOCKET_NAME,
+            self.activation,
+            max_frame_bytes=self.settings.limits.max_message_bytes,
+        )
+        if server.start():
+            self.lookup_socket = server
 
     def _add_jobs(self, kernel: MemoryOS) -> None:
         pt = self.settings.plaintext
@@ -270,6 +287,10 @@ class Server:
             time.sleep(notice_s)
         if self._kernel is not None:
             self._kernel.events.close()  # ends Watch streams so they do not hold the drain
+        if self.lookup_socket is not None:
+            # Before the drain: an engine's next Lookup goes over gRPC, which answers
+            # UNAVAILABLE (a miss) once draining, as a Lookup here would.
+            self.lookup_socket.stop()
         self._grpc.stop(grace).wait()
         self.jobs.stop(self.settings.jobs.stop_timeout_s)
         if self.cluster is not None:

@@ -50,10 +50,14 @@ def test_shared_dir_fresh_engine_loads_files_and_a_corrupt_file_falls_back(
         ]
         assert all(f.is_file() for f in files), "the daemon wrote the blocks through"
 
+        socket = daemon.server.lookup_socket
+        assert socket is not None and socket.requests == 0, "engine A has no shared_dir"
         config = connector_config(daemon.addr, token=TOKENS["acme"], shared_dir=str(shm))
         with engine(model_dir, config) as b:
             fresh = b.generate(PROMPT)
             assert fresh.loaded_tokens == ((len(PROMPT) - 1) // BLOCK) * BLOCK
+            # B mounts the directory: its Lookup (and the lease's Release) took the socket.
+            assert socket.requests >= 1
             stats = b.worker.stats
             assert stats["shared_dir_blocks"] == stats["loaded_blocks"] == blocks
             assert stats["shared_dir_fallbacks"] == stats["load_failed_blocks"] == 0

@@ -29,9 +29,11 @@ in it (held under the Lookup's lease): the worker reads those with no Fetch on t
 pass's path and fetches only the rest (the Fetch names the lease, which releases it). A lease
 no Fetch named is released by the scheduler once the loading step's output is back
 (unreleased, it expires). A file it cannot use is fetched again as bytes. See
-``transfer.py``. The Lookup starts as the request arrives (``on_new_request``) when Lookups
-are not queueing, and covers the prompt's last full block too, which vLLM computes rather
-than loads: a block the daemon holds is never saved again.
+``transfer.py``. With the directory, Lookups and Releases go over the daemon's Unix socket
+in it (``memos-lookup.sock``, ``memos.local_wire``) where it answers: gRPC's round trip is
+what the scheduler waits for. The Lookup starts as the request arrives
+(``on_new_request``) when Lookups are not queueing, and covers the prompt's last full block
+too, which vLLM computes rather than loads: a block the daemon holds is never saved again.
 
 Per request, ``kv_transfer_params`` may carry ``memos.load`` / ``memos.save`` (bools),
 ``memos.cube_ids`` (the cubes the prompt holds) and ``memos.hint`` (the one-bit hint: true
@@ -79,6 +81,7 @@ from memos.integrations.vllm.settings import (
     request_params,
 )
 from memos.integrations.vllm.transfer import SaveJob, Saver, load_blocks
+from memos.local_wire import SOCKET_NAME
 from memos.tiers.activation.shared import read_shared_id
 
 if TYPE_CHECKING:
@@ -181,6 +184,7 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
             "saved_blocks": 0,
             "dropped_saves": 0,
             "lookup_retries": 0,  # steps a request waited for its Lookup
+            "lookup_wait_us": 0,  # time the scheduler spent waiting for Lookups
             "shared_dir_blocks": 0,  # of loaded_blocks, read from the shared directory
             "shared_dir_fallbacks": 0,  # shared files unusable, fetched again as bytes
             "fetchless_loads": 0,  # loads the Lookup's files covered: no Fetch round trip
@@ -196,6 +200,7 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
         self._codec: BlockCodec | None = None
         self._load_errors: set[int] = set()
         self._channels: list[MemosClient] = []
+        self._clients: list[ActivationClient] = []
         # Releases the holds a Fetch took on shared files, after the forward pass.
         self._releaser: ThreadPoolExecutor | None = None
         # Scheduler side: the leases of planned loads, by request, with the step that loads
@@ -208,7 +213,7 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
         if self._layout is None:
             return
         if role == KVConnectorRole.SCHEDULER:
-            lookup = self._client(token, self.settings.lookup_timeout_s)
+            lookup = self._client(token, self.settings.lookup_timeout_s, local=True)
             self._lookups = Lookups(
                 lambda: lookup,
                 inline_s=self.settings.lookup_inline_ms / 1000,
@@ -217,7 +222,8 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
             )
             self._rank_layouts = [self._layout.for_rank(r) for r in range(self._layout.tp_size)]
         else:
-            self._fetch_client = self._client(token, self.settings.load_timeout_s)
+            # Local too: it releases the holds a Fetch took on shared files.
+            self._fetch_client = self._client(token, self.settings.load_timeout_s, local=True)
             if self.settings.shared_dir is not None:
                 self._releaser = ThreadPoolExecutor(1, thread_name_prefix="memos-kv-release")
             store = self._client(token, self.settings.store_timeout_s)
@@ -227,7 +233,11 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
                 max_pending_bytes=self.settings.max_pending_store_bytes,
             )
 
-    def _client(self, token: str | None, timeout_s: float) -> ActivationClient:
+    def _client(
+        self, token: str | None, timeout_s: float, *, local: bool = False
+    ) -> ActivationClient:
+        """``local``: Lookup and Release over the daemon's socket in the shared directory
+        where one answers (``lookup_socket``)."""
         channel = MemosClient(
             self.settings.daemon,
             token=token,
@@ -236,7 +246,11 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
             max_message_bytes=self.settings.max_message_bytes,
         )
         self._channels.append(channel)
-        return ActivationClient(channel)
+        shared = self.settings.shared_dir
+        socket = shared / SOCKET_NAME if local and shared and self.settings.lookup_socket else None
+        client = ActivationClient(channel, local_socket=socket)
+        self._clients.append(client)
+        return client
 
     def _disable(self, reason: str) -> None:
         self.disabled_reason = reason
@@ -320,7 +334,9 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
         loadable = self._loadable(request)
         if loadable * self._block_size <= num_computed_tokens:
             return 0, False
+        started = time.perf_counter()
         hit = self._lookup(request, state, wait=True)
+        self.stats["lookup_wait_us"] += int((time.perf_counter() - started) * 1e6)
         if hit is None:
             self.stats["lookup_retries"] += 1
             return None, False
@@ -595,6 +611,8 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
             self._saver.close()
         if self._lookups is not None:
             self._lookups.close()
+        for client in self._clients:
+            client.close()
         for channel in self._channels:
             channel.close()
 

@@ -58,6 +58,10 @@ class ConnectorSettings(BaseModel):
     # (its id file differs) sends bytes as without it. Per request, `memos.shared_dir: false`
     # turns it off.
     shared_dir: Path | None = None
+    # With shared_dir: make Lookups and Releases on the daemon's socket there
+    # (memos-lookup.sock, its `activation.lookup_socket`) instead of gRPC, a tenth of the
+    # round trip the scheduler waits for; gRPC wherever nothing answers on it.
+    lookup_socket: bool = True
 
     @classmethod
     def from_extra_config(cls, extra: Mapping[str, Any] | None) -> ConnectorSettings:
