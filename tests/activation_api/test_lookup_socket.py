@@ -192,3 +192,26 @@ def test_a_stopped_daemon_removes_its_socket(start_kv: StartKv, tmp_path: Path) 
 
     with pytest.raises(Unavailable):
         kv.lookup(KEYS)
+
+
+def test_a_lookup_names_the_leading_files_the_directory_holds_and_releases_their_holds(
+    start_kv: StartKv, connect: Connect, tmp_path: Path
+) -> None:
+    root, handle, _ = serve(start_kv, connect, tmp_path, 4)
+    tier = handle.server.kernel().activation
+    assert tier is not None and tier.shared is not None
+    level = tier.shared.level
+    namespace = tier.namespace("acme")
+    assert level.delete(namespace + KEYS[2]), "the third chunk's file is gone; RAM keeps it"
+
+    kv = local(handle, root, "acme")
+    found = kv.lookup(KEYS, pin=True, shared_dir_id=read_shared_id(root))
+    assert (found.matched, found.pinned) == (4, 4)
+    assert [f.path for f in found.files] == [level.relative_path(namespace + k) for k in KEYS[:2]]
+    assert tier.shared.holds() == 1
+    # The held files are pinned: a full level cannot evict them until the release.
+    pinned = [namespace + k for k in KEYS[:2]]
+    assert all(level.is_pinned(k) for k in pinned)
+    assert kv.release(found.lease_id)
+    assert tier.shared.holds() == 0
+    assert not any(level.is_pinned(k) for k in pinned)

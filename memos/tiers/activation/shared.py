@@ -103,21 +103,32 @@ class SharedDir:
     def hold(self, tenant: str, hold_id: str, stored_key: bytes, seconds: float) -> int | None:
         """Pin ``stored_key``'s file under ``hold_id``; its size, or None when the level
         lacks it or no hold can be taken (too many, or ``hold_id`` is another tenant's)."""
-        if not self._holds.admits(tenant, hold_id):
-            return None  # before pinning anything
-        size = self.level.size(stored_key)
-        if size is None or not self.level.pin(stored_key):
-            return None
+        sizes = self.hold_many(tenant, hold_id, [stored_key], seconds)
+        return sizes[0] if sizes else None
+
+    def hold_many(
+        self, tenant: str, hold_id: str, stored_keys: Sequence[bytes], seconds: float
+    ) -> list[int]:
+        """:meth:`hold` the leading ``stored_keys`` the level has, in one pass (a Lookup
+        names dozens of files: per key, the hold's bookkeeping cost more than the pin);
+        their sizes, stopping at the first it lacks; none when no hold can be taken."""
+        if not stored_keys or not self._holds.admits(tenant, hold_id):
+            return []  # before pinning anything
+        sizes = self.level.pin_many(stored_keys)
+        held = list(stored_keys[: len(sizes)])
+        if not held:
+            return []
         expires_at = self._holds.clock() + seconds
         if not self._holds.change(
             tenant,
             hold_id,
             lambda: _Hold(tenant, expires_at),
-            lambda hold: hold.keys.append(stored_key),
+            lambda hold: hold.keys.extend(held),
         ):
-            self.level.unpin(stored_key)
-            return None
-        return size
+            for key in held:
+                self.level.unpin(key)
+            return []
+        return sizes
 
     def release(self, tenant: str, hold_id: str) -> bool:
         """Unpin a hold's files; False when it is unknown, expired or another tenant's."""

@@ -210,12 +210,12 @@ class ActivationTier:
         files: list[SharedChunk] = []
         shared = self.shared
         if shared is not None and shared.matches(shared_id):
-            for key in keys[:pinned]:
-                stored = namespace + key
-                size = shared.hold(caller.tenant, lease.id, stored, seconds)
-                if size is None:
-                    break
-                files.append(SharedChunk(key, shared.relative_path(stored), size))
+            stored = [namespace + key for key in keys[:pinned]]
+            sizes = shared.hold_many(caller.tenant, lease.id, stored, seconds)
+            files = [
+                SharedChunk(key, shared.relative_path(name), size)
+                for key, name, size in zip(keys, stored, sizes, strict=False)
+            ]
         return LookupResult(matched, pinned, lease.id, seconds, tuple(files))
 
     def _lease_seconds(self, asked: float | None) -> float:

@@ -47,6 +47,7 @@ class DiskLevel(Level):
         super().__init__(name)
         self.root = Path(root)
         self._chunks = self.root / "chunks"
+        self._prefix = self._chunks.name + "/"
         self._tmp = self.root / "tmp"
         self._chunks.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
@@ -185,7 +186,7 @@ class DiskLevel(Level):
     def relative_path(self, key: bytes) -> str:
         """:meth:`path` relative to ``root``, POSIX style: string work only, no Path objects
         (they cost several microseconds a key, which a Lookup naming files pays per key)."""
-        return f"{self._chunks.name}/{_fan_out(key)}"
+        return self._prefix + _fan_out(key)
 
     def size(self, key: bytes) -> int | None:
         """The stored chunk's size in bytes; None when the level does not hold it."""
@@ -198,20 +199,33 @@ class DiskLevel(Level):
         False when the level does not hold it. ``delete`` still removes a pinned file: a
         demotion or a corrupt file wins over a reader, which then falls back.
         """
+        return bool(self.pin_many([key]))
+
+    def pin_many(self, keys: Sequence[bytes]) -> list[int]:
+        """:meth:`pin` the leading ``keys`` the level holds, under one lock (a Lookup pins
+        dozens); their sizes, stopping at the first it lacks."""
+        sizes: list[int] = []
         with self._lock:
-            size = self._sizes.get(key)
-            if size is None:
-                return False
-            # A pin is a use (an engine is about to read the file): it counts for recency.
-            self._policy.request(key, size)
-            self._policy.pin(key)
-        self.counters.add(hits=1)
-        return True
+            for key in keys:
+                size = self._sizes.get(key)
+                if size is None:
+                    break
+                # A pin is a use (an engine is about to read the file): it counts for recency.
+                self._policy.request(key, size)
+                self._policy.pin(key)
+                sizes.append(size)
+        if sizes:
+            self.counters.add(hits=len(sizes))
+        return sizes
 
     def unpin(self, key: bytes) -> None:
         with self._lock:
             if self._policy.is_pinned(key):
                 self._policy.unpin(key)
+
+    def is_pinned(self, key: bytes) -> bool:
+        with self._lock:
+            return self._policy.is_pinned(key)
 
     def occupancy(self) -> tuple[int, int, int, bool]:
         with self._lock:
