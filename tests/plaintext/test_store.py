@@ -481,6 +481,38 @@ def test_ann_index_builds_refreshes_and_agrees_with_exact_search(open_store: Ope
     assert len(store.history("acme", late[0].id)) == 1
 
 
+def test_the_index_job_compacts_a_table_written_in_many_small_commits(
+    open_store: OpenStore,
+) -> None:
+    """Below ``ann_min_rows`` there is no index to refresh, but the job still merges the
+    small files once ``compact_after_commits`` commits landed; with an index, too."""
+    store = open_store(compact_after_commits=6, ann_min_rows=256)
+
+    def files() -> int:
+        return int(store._table.stats()["fragment_stats"]["num_fragments"])
+
+    vectors = unit_vectors(300, seed=11)
+    singles = [store.put([cube(f"one {i}", embedding=v)])[0] for i, v in enumerate(vectors[:5])]
+    assert files() == 5
+    assert store.refresh_index() is False and files() == 5, "5 commits: not yet"
+    singles += store.put([cube("one 5", embedding=vectors[5])])
+    assert store.refresh_index() is False, "no index below ann_min_rows"
+    assert files() == 1, "6 commits since the open: compacted"
+    for c in singles:
+        [(hit, _)] = store.search("acme", np.asarray(c.plaintext.embedding), 1, CubeFilter())
+        assert hit.id == c.id
+
+    store.put([cube(f"bulk {i}", embedding=v) for i, v in enumerate(vectors[6:290])])
+    assert store.refresh_index() is True and store.stats(None).ann_index
+    late = [store.put([cube(f"late {i}", embedding=v)])[0] for i, v in enumerate(vectors[290:])]
+    assert store.stats(None).unindexed_rows == 10
+    assert store.refresh_index() is True, "10 small commits: merged and folded into the index"
+    assert store.stats(None).unindexed_rows == 0
+    assert store.refresh_index() is False
+    [(hit, _)] = store.search("acme", np.asarray(late[-1].plaintext.embedding), 1, CubeFilter())
+    assert hit.id == late[-1].id
+
+
 # ------------------------------------------------------------------ reopening
 
 

@@ -249,6 +249,7 @@ class PlaintextStore:
         self._busy_since: float | None = None
         self._compacted_version = -1
         self._compacted_at = -math.inf
+        self._opened_version = self._table.version
         self._closed = False
         self._close_lock = threading.Lock()
         self._commits: Batcher[_CommitItem, object] = Batcher(
@@ -1062,9 +1063,11 @@ class PlaintextStore:
                 # The plain count reads the manifest; the filtered one scans every vector, so
                 # it runs only once the table may be big enough.
                 if self._table.count_rows() < min_rows:
+                    self._compact_if_fragmented()
                     return False
                 rows = self._table.count_rows(f"{VECTOR} IS NOT NULL")
                 if rows < min_rows:
+                    self._compact_if_fragmented()
                     return False
                 log.info("building the ANN index over %d rows", rows)
                 self._build_index(rows)
@@ -1076,13 +1079,23 @@ class PlaintextStore:
                 # Index builds commit beside updates: no need to hold writes back.
                 log.info("rebuilding the ANN index over %d rows", rows)
                 self._build_index(rows)
-            elif state.unindexed_rows >= min_rows:
-                self._optimize()
+            elif state.unindexed_rows >= min_rows or self._fragmented():
+                self._optimize()  # merges the small files and folds their rows into the index
             else:
                 return False
             ann.ensure_scalar_indexes(self._table)
             self._busy_since = None
             return True
+
+    def _fragmented(self) -> bool:
+        """Whether ``compact_after_commits`` commits landed since the last compaction (or the
+        open): as many small files, which searches scan one by one."""
+        since = max(self._compacted_version, self._opened_version)
+        return self._table.version - since >= self._settings.compact_after_commits
+
+    def _compact_if_fragmented(self) -> None:
+        if self._fragmented():
+            self._optimize()
 
     def _build_index(self, rows: int) -> None:
         """Compact, then train the vector index over the compacted files. The other order
