@@ -56,11 +56,20 @@ class LocalChannel:
         self.calls = 0  # answered over the socket
 
     def call(self, kind: int, request: Message, reply_type: type[M]) -> M:
+        frame = wire.encode(kind, request.SerializeToString())
+        reused = getattr(self._local, "sock", None) is not None
         sock = self._socket()
         try:
-            sock.sendall(wire.encode(kind, request.SerializeToString()))
+            sock.sendall(frame)
             answer, payload = wire.receive(sock, MAX_REPLY_BYTES)
-        except (OSError, EOFError, ValueError) as exc:
+        except (BrokenPipeError, ConnectionResetError, EOFError) as exc:
+            self._drop(sock)
+            if not reused:
+                raise Unavailable(f"the daemon's lookup socket {self.path} closed ({exc})") from exc
+            # A connection kept from before a daemon restart: the daemon that had it is gone,
+            # and with it anything this call did there. Once more, on a new connection.
+            return self.call(kind, request, reply_type)
+        except (OSError, ValueError) as exc:
             self._drop(sock)
             raise Unavailable(
                 f"the daemon's lookup socket {self.path} failed mid-call ({exc})"

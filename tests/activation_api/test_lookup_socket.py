@@ -186,8 +186,8 @@ def test_a_stopped_daemon_removes_its_socket(start_kv: StartKv, tmp_path: Path) 
     assert kv.lookup(KEYS).matched == 0 and kv.local_calls == 1
     handle.server.stop(grace_s=1)
     assert not (root / SOCKET_NAME).exists()
-    # The open connection was closed: the next call fails as Unavailable (a miss to an
-    # engine), it is never answered by a stopped daemon.
+    # The open connection was closed, and nothing listens any more: the call goes to gRPC,
+    # which fails as Unavailable (a miss to an engine); a stopped daemon never answers.
     from memos.errors import Unavailable
 
     with pytest.raises(Unavailable):
@@ -215,3 +215,18 @@ def test_a_lookup_names_the_leading_files_the_directory_holds_and_releases_their
     assert kv.release(found.lease_id)
     assert tier.shared.holds() == 0
     assert not any(level.is_pinned(k) for k in pinned)
+
+
+def test_a_connection_kept_across_a_daemon_restart_is_made_anew(
+    start_kv: StartKv, connect: Connect, tmp_path: Path
+) -> None:
+    root, first, _ = serve(start_kv, connect, tmp_path, 2)
+    kv = local(first, root, "acme")
+    assert kv.lookup(KEYS).matched == 2 and kv.local_calls == 1
+    first.server.stop(grace_s=1)
+    second = shared_server(start_kv, root)  # the same directory: its files are still there
+    assert second.server.lookup_socket is not None
+    # The kept connection went with the first daemon: the call is made again on a new one,
+    # to the second daemon, not failed.
+    assert kv.lookup(KEYS).matched == 2 and kv.local_calls == 2
+    assert second.server.lookup_socket.requests == 1
