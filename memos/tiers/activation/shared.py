@@ -125,8 +125,7 @@ class SharedDir:
             lambda: _Hold(tenant, expires_at),
             lambda hold: hold.keys.extend(held),
         ):
-            for key in held:
-                self.level.unpin(key)
+            self.level.unpin_many(held)
             return []
         return sizes
 
@@ -141,8 +140,7 @@ class SharedDir:
         return len(self._holds.live())
 
     def _unpin(self, hold: _Hold) -> None:
-        for key in hold.keys:
-            self.level.unpin(key)
+        self.level.unpin_many(hold.keys)
 
     def verify(self, stored_keys: Sequence[bytes], keys: Sequence[bytes]) -> int:
         """Check the files of ``stored_keys`` (an engine could not use them): delete those

@@ -246,11 +246,7 @@ class ActivationStore:
         ram = self.pin_level
         if ram is None:
             return 0
-        pinned = 0
-        for key in keys:
-            if not ram.pin(namespace + key):
-                break
-            pinned += 1
+        pinned = ram.pin_many([namespace + key for key in keys])
         if pinned == len(keys):
             return pinned
         rest, sources = self._read(keys[pinned:], None, namespace)
@@ -267,8 +263,7 @@ class ActivationStore:
     def unpin(self, keys: Sequence[bytes], *, namespace: bytes = b"") -> None:
         ram = self.pin_level
         if ram is not None:
-            for key in keys:
-                ram.unpin(namespace + key)
+            ram.unpin_many([namespace + key for key in keys])
 
     def stats(self) -> StoreStats:
         with self._lock:

@@ -219,9 +219,13 @@ class DiskLevel(Level):
         return sizes
 
     def unpin(self, key: bytes) -> None:
+        self.unpin_many([key])
+
+    def unpin_many(self, keys: Sequence[bytes]) -> None:
         with self._lock:
-            if self._policy.is_pinned(key):
-                self._policy.unpin(key)
+            for key in keys:
+                if self._policy.is_pinned(key):
+                    self._policy.unpin(key)
 
     def is_pinned(self, key: bytes) -> bool:
         with self._lock:

@@ -62,16 +62,28 @@ class RamLevel(Level):
 
     def pin(self, key: bytes) -> bool:
         """Keep ``key`` from eviction until :meth:`unpin` (e.g. while an engine loads it)."""
+        return self.pin_many([key]) == 1
+
+    def pin_many(self, keys: Sequence[bytes]) -> int:
+        """:meth:`pin` the leading ``keys`` RAM holds, under one lock (a Lookup pins dozens);
+        how many."""
+        pinned = 0
         with self._lock:
-            if key not in self._data:
-                return False
-            self._policy.pin(key)
-            return True
+            for key in keys:
+                if key not in self._data:
+                    break
+                self._policy.pin(key)
+                pinned += 1
+        return pinned
 
     def unpin(self, key: bytes) -> None:
+        self.unpin_many([key])
+
+    def unpin_many(self, keys: Sequence[bytes]) -> None:
         with self._lock:
-            if self._policy.is_pinned(key):
-                self._policy.unpin(key)
+            for key in keys:
+                if self._policy.is_pinned(key):
+                    self._policy.unpin(key)
 
     def is_pinned(self, key: bytes) -> bool:
         with self._lock:
