@@ -136,7 +136,7 @@ class Migrated(_Result):
 class ActivationClient:
     """``local_socket``: the daemon's same-host Lookup socket (``memos-lookup.sock`` in its
     shared directory, see ``memos.local_wire``), for ``lookup`` and ``release``: the same
-    calls, a tenth of gRPC's round trip; while nothing answers there, they go over gRPC."""
+    calls, about half of gRPC's round trip; while nothing answers there, they go over gRPC."""
 
     def __init__(self, client: MemosClient, *, local_socket: Path | str | None = None) -> None:
         self._client = client

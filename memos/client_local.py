@@ -20,6 +20,7 @@ import grpc
 from google.protobuf.message import Message
 
 from memos import local_wire as wire
+from memos.client import error_class
 from memos.errors import MemosError, Unavailable
 
 M = TypeVar("M", bound=Message)
@@ -34,8 +35,6 @@ class NoLocalSocket(Unavailable):
 
 def error_for(code: str, message: str) -> MemosError:
     """The memos error a gRPC status named ``code`` maps to."""
-    from memos.client import error_class
-
     try:
         status = grpc.StatusCode[code]
     except KeyError:

@@ -309,8 +309,8 @@ class ActivationSettings(BaseModel):
     shared_dir: Path | None = None
     shared_budget_bytes: int = Field(4 * 1024**3, ge=1)
     # With shared_dir: answer Lookup and Release on a Unix socket in it too
-    # (memos-lookup.sock), which engines that mount the directory use instead of gRPC: a
-    # tenth of the round trip a vLLM scheduler waits for. Same authentication as gRPC.
+    # (memos-lookup.sock), which engines that mount the directory use instead of gRPC:
+    # about half the round trip a vLLM scheduler waits for. Same authentication as gRPC.
     lookup_socket: bool = True
 
 

@@ -163,13 +163,10 @@ class LocalSocketServer:
                 wire.send(conn, *self._answer(kind, payload, context))
         except (EOFError, ConnectionError, OSError):
             pass  # the engine went away, or the daemon is stopping
-        except (ValueError, UnicodeDecodeError) as exc:  # FrameTooLarge, a bad HELLO
+        except ValueError as exc:  # a frame over the limit, a bad HELLO (UnicodeDecodeError too)
+            too_large = isinstance(exc, wire.FrameTooLarge)
+            code = "RESOURCE_EXHAUSTED" if too_large else "INVALID_ARGUMENT"
             with contextlib.suppress(OSError):
-                code = (
-                    "RESOURCE_EXHAUSTED"
-                    if isinstance(exc, wire.FrameTooLarge)
-                    else ("INVALID_ARGUMENT")
-                )
                 wire.send(conn, wire.ERROR, wire.error_payload(code, f"{exc}: closing"))
         finally:
             with self._lock:

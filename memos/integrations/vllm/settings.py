@@ -59,7 +59,7 @@ class ConnectorSettings(BaseModel):
     # turns it off.
     shared_dir: Path | None = None
     # With shared_dir: make Lookups and Releases on the daemon's socket there
-    # (memos-lookup.sock, its `activation.lookup_socket`) instead of gRPC, a tenth of the
+    # (memos-lookup.sock, its `activation.lookup_socket`) instead of gRPC, about half the
     # round trip the scheduler waits for; gRPC wherever nothing answers on it.
     lookup_socket: bool = True
 
