@@ -14,6 +14,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
+from scheduler import Policy, make_policy
+
 
 @dataclass(frozen=True, slots=True)
 class LevelStats:
@@ -128,3 +130,26 @@ class Level(ABC):
 
     def close(self) -> None:  # noqa: B027 - most levels hold nothing to release
         """Release connections or handles; the default holds none."""
+
+
+class PolicyLevel(Level):
+    """A level whose own scheduler policy decides evictions and keeps its pins (RAM, disk):
+    ``_policy`` and ``_lock``, which guards it, and the pins' bookkeeping they share."""
+
+    def __init__(self, name: str, budget_bytes: int, policy: Policy | None) -> None:
+        super().__init__(name)
+        self._policy = policy if policy is not None else make_policy("lru", budget_bytes)
+        self._lock = threading.Lock()
+
+    def unpin(self, key: bytes) -> None:
+        self.unpin_many([key])
+
+    def unpin_many(self, keys: Sequence[bytes]) -> None:
+        with self._lock:
+            for key in keys:
+                if self._policy.is_pinned(key):
+                    self._policy.unpin(key)
+
+    def is_pinned(self, key: bytes) -> bool:
+        with self._lock:
+            return self._policy.is_pinned(key)

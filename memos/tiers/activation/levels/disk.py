@@ -24,15 +24,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from memos.tiers.activation.keys import KEY_BYTES
-from memos.tiers.activation.levels.base import Level, as_keys
-from scheduler import Policy, make_policy
+from memos.tiers.activation.levels.base import PolicyLevel, as_keys
+from scheduler import Policy
 
 log = logging.getLogger(__name__)
 
 _SUFFIX = ".kvc"
 
 
-class DiskLevel(Level):
+class DiskLevel(PolicyLevel):
     kind = "disk"
 
     def __init__(
@@ -44,17 +44,15 @@ class DiskLevel(Level):
         durable: bool = False,
         name: str = "disk",
     ) -> None:
-        super().__init__(name)
+        super().__init__(name, budget_bytes, policy)
         self.root = Path(root)
         self._chunks = self.root / "chunks"
         self._prefix = self._chunks.name + "/"
         self._tmp = self.root / "tmp"
         self._chunks.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
-        self._policy = policy if policy is not None else make_policy("lru", budget_bytes)
         self._durable = durable
         self._sizes: dict[bytes, int] = {}
-        self._lock = threading.Lock()
         self._rebuild()
 
     def _path(self, key: bytes) -> Path:
@@ -217,19 +215,6 @@ class DiskLevel(Level):
         if sizes:
             self.counters.add(hits=len(sizes))
         return sizes
-
-    def unpin(self, key: bytes) -> None:
-        self.unpin_many([key])
-
-    def unpin_many(self, keys: Sequence[bytes]) -> None:
-        with self._lock:
-            for key in keys:
-                if self._policy.is_pinned(key):
-                    self._policy.unpin(key)
-
-    def is_pinned(self, key: bytes) -> bool:
-        with self._lock:
-            return self._policy.is_pinned(key)
 
     def occupancy(self) -> tuple[int, int, int, bool]:
         with self._lock:

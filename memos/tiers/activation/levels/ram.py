@@ -7,21 +7,18 @@ policy learns from) follows real use, and every admission asks the policy what t
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
-from memos.tiers.activation.levels.base import Level, as_keys
-from scheduler import Policy, make_policy
+from memos.tiers.activation.levels.base import PolicyLevel, as_keys
+from scheduler import Policy
 
 
-class RamLevel(Level):
+class RamLevel(PolicyLevel):
     kind = "ram"
 
     def __init__(self, budget_bytes: int, *, policy: Policy | None = None, name: str = "ram"):
-        super().__init__(name)
-        self._policy = policy if policy is not None else make_policy("lru", budget_bytes)
+        super().__init__(name, budget_bytes, policy)
         self._data: dict[bytes, bytes] = {}
-        self._lock = threading.Lock()
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         out: list[bytes | None] = []
@@ -75,19 +72,6 @@ class RamLevel(Level):
                 self._policy.pin(key)
                 pinned += 1
         return pinned
-
-    def unpin(self, key: bytes) -> None:
-        self.unpin_many([key])
-
-    def unpin_many(self, keys: Sequence[bytes]) -> None:
-        with self._lock:
-            for key in keys:
-                if self._policy.is_pinned(key):
-                    self._policy.unpin(key)
-
-    def is_pinned(self, key: bytes) -> bool:
-        with self._lock:
-            return self._policy.is_pinned(key)
 
     def occupancy(self) -> tuple[int, int, int, bool]:
         with self._lock:
