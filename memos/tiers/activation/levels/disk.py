@@ -186,11 +186,6 @@ class DiskLevel(PolicyLevel):
         (they cost several microseconds a key, which a Lookup naming files pays per key)."""
         return self._prefix + _fan_out(key)
 
-    def size(self, key: bytes) -> int | None:
-        """The stored chunk's size in bytes; None when the level does not hold it."""
-        with self._lock:
-            return self._sizes.get(key)
-
     def pin(self, key: bytes) -> bool:
         """Keep ``key``'s file from eviction until :meth:`unpin` (while an engine reads it).
 
