@@ -247,9 +247,10 @@ class PlaintextStore:
         # held off for writes, and the table version the last compaction left.
         self._last_write = -math.inf
         self._busy_since: float | None = None
-        self._compacted_version = -1
+        # The open's version: _fragmented counts commits from here; compact() still runs
+        # once, since the last compaction's time is unknown.
+        self._compacted_version = self._table.version
         self._compacted_at = -math.inf
-        self._opened_version = self._table.version
         self._closed = False
         self._close_lock = threading.Lock()
         self._commits: Batcher[_CommitItem, object] = Batcher(
@@ -1090,8 +1091,8 @@ class PlaintextStore:
     def _fragmented(self) -> bool:
         """Whether ``compact_after_commits`` commits landed since the last compaction (or the
         open): as many small files, which searches scan one by one."""
-        since = max(self._compacted_version, self._opened_version)
-        return self._table.version - since >= self._settings.compact_after_commits
+        commits = self._table.version - self._compacted_version
+        return commits >= self._settings.compact_after_commits
 
     def _compact_if_fragmented(self) -> None:
         if self._fragmented():
