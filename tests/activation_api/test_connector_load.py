@@ -96,3 +96,28 @@ def test_batched_writes_place_every_block_whatever_the_ids() -> None:
             assert torch.equal(codec.read(block_ids), blocks)
             others = [b for b in range(BUFFER_BLOCKS) if b not in block_ids]
             assert not codec.read(others).any(), "no other block was written"
+
+
+def test_a_cpu_chunk_layer_is_the_blocks_own_bytes_and_other_layouts_put_k_first() -> None:
+    """On CPU a chunk's layer is its block's bytes as the attention kernel holds them (so a
+    file reads straight into the block, one run per layer); elsewhere, K of every head, then
+    V, each token's ``[K | V]`` split apart."""
+    generator = torch.Generator().manual_seed(5)
+    for device in ("cpu-vec", "cpu-amx", "cuda"):
+        layout = EngineLayout("tiny", "float32", TOKENS, LAYERS, HEADS, HEAD, 0, 1, "0.32", device)
+        shape = (BUFFER_BLOCKS, HEADS, TOKENS, 2 * HEAD)
+        caches = [torch.randn(shape, generator=generator) for _ in range(LAYERS)]
+        codec = BlockCodec({str(i): c for i, c in enumerate(caches)}, ["0", "1", "2"], layout)
+        (chunk,) = codec.read([7])
+        for layer, cache in enumerate(caches):
+            block = cache[7]  # [H, N, 2 * head]
+            if device.startswith("cpu"):
+                assert chunk[layer].numpy().tobytes() == block.numpy().tobytes()
+            else:
+                assert torch.equal(chunk[layer, 0], block[..., :HEAD])
+                assert torch.equal(chunk[layer, 1], block[..., HEAD:])
+        assert codec.addressable == device.startswith("cpu")
+        if codec.addressable:
+            runs = codec.targets(7)
+            assert len(runs) == LAYERS
+            assert b"".join(bytes(r) for r in runs) == chunk.numpy().tobytes()

@@ -213,8 +213,10 @@ def test_base_request_never_hits_lora_kv(engine_b: Engine, save_run: SaveRun) ->
 def test_stored_chunk_holds_the_models_keys_and_values(
     model_dir: Path, save_run: SaveRun, daemon: Daemon
 ) -> None:
-    """The chunk's [layers, 2, heads, tokens, head] is what transformers computes as K, V
-    (K as the CPU ``vec`` kernel packs it: transposed, ``[head, tokens]`` per head)."""
+    """The chunk's [layers, 2, heads, tokens, head] is what transformers computes as K, V: on
+    CPU each layer is the block's own bytes, ``[heads, 2, tokens * head]`` (K as the ``vec``
+    kernel packs it: transposed, ``[head, tokens]`` per head); elsewhere K of every head,
+    then V."""
     from transformers import AutoModelForCausalLM
 
     from memos.engines.hf import layer_kv
@@ -229,8 +231,12 @@ def test_stored_chunk_holds_the_models_keys_and_values(
     head = SPEC.hidden // SPEC.heads
     for layer in range(SPEC.layers):
         keys, values = layer_kv(out.past_key_values, layer)
-        stored_keys = stored[layer, 0]
-        if save_run.layout.device == "cpu-vec":
-            stored_keys = stored_keys.reshape(SPEC.kv_heads, head, BLOCK).transpose(1, 2)
+        stored_keys, stored_values = stored[layer, 0], stored[layer, 1]
+        if save_run.layout.device.startswith("cpu"):
+            halves = stored[layer].reshape(SPEC.kv_heads, 2, BLOCK * head)
+            stored_keys = halves[:, 0].reshape(SPEC.kv_heads, BLOCK, head)
+            stored_values = halves[:, 1].reshape(SPEC.kv_heads, BLOCK, head)
+            if save_run.layout.device == "cpu-vec":
+                stored_keys = halves[:, 0].reshape(SPEC.kv_heads, head, BLOCK).transpose(1, 2)
         torch.testing.assert_close(stored_keys, keys[0], rtol=tol, atol=tol)
-        torch.testing.assert_close(stored[layer, 1], values[0], rtol=tol, atol=tol)
+        torch.testing.assert_close(stored_values, values[0], rtol=tol, atol=tol)

@@ -1,24 +1,29 @@
 """Copy whole blocks between vLLM's paged KV buffer and the chunk layout.
 
 vLLM hands the connector one tensor per attention layer, a ``[num_blocks, H, N, C]`` view
-(blocks first, ``C = 2 * head_size`` elements). A chunk holds one block of every layer as
-``[layers, 2 (K, V), H, N, head_size]``, the activation tier's layout. How K and V sit inside
-a block depends on the attention backend:
+(blocks first, ``C = 2 * head_size`` elements). A chunk holds one block of every layer, with
+the activation tier's dimensions ``[layers, 2, H, N, head_size]``; how a block's bytes sit in
+a chunk's layer depends on the attention backend (``layout.block_format``):
 
-- ``cpu-*``: the CPU backend (``CPU_ATTN``) views a block as ``[H, 2 * N, head]`` and splits
-  it at ``N``: first K, then V, each ``N * head`` elements per head. A chunk keeps both halves
-  as the kernel packs them: its ``vec`` kernels (float32 and float16 with 32-token blocks on
-  x86) store K transposed (``[head, N]`` per head) and V as ``[N, head]``, checked against the
-  model's own K and V in ``tests/vllm/test_connector.py``; other kernels (``amx`` for
-  bfloat16) pack them their way. Kept as packed, a chunk goes into a block with plain copies
-  of contiguous runs: transposing K on every load cost a third of the load (2.9 of 8.9 ms
-  for 32 MiB, measured on 2 cores).
-- anything else: each token's ``C`` elements are read as ``[K | V]`` (not verified on a GPU
-  yet: ``benchmarks/gpu/vllm_kv.sh`` runs the same layout test there).
+- ``cpu-*``: a chunk's layer is the block's own bytes. The CPU backend (``CPU_ATTN``) views a
+  block as ``[H, 2 * N, head]`` and splits it at ``N``: per head, its K half, then its V half,
+  each as the kernel packs it (the ``vec`` kernels, float32 and float16 with 32-token blocks on
+  x86, store K transposed, ``[head, N]``, and V as ``[N, head]``; ``amx`` for bfloat16 packs
+  them its way), checked against the model's own K and V in ``tests/vllm/test_connector.py``.
+  Read as the chunk's dimensions, ``[2, H, N, head]`` is that ``[H, 2, N * head]`` regrouped:
+  nothing reorders it. A chunk's layer is then one run of a block's bytes, so a load reads a
+  file straight into its block with one buffer per layer: a run per half and head instead
+  (the previous format) made a load's Python-side work (64 slices and 64 checksum updates per
+  block of 8 layers and 4 heads) cost more than its copies (3.8 against 2.3 ms for 64 blocks
+  of 512 KiB, measured on 2 cores); transposing K on every load cost a third of a load before
+  that.
+- anything else: each token's ``C`` elements are read as ``[K | V]`` and a chunk's layer holds
+  K of every head, then V (not verified on a GPU yet: ``benchmarks/gpu/vllm_kv.sh`` runs the
+  same layout test there).
 
 Whatever a layout's real order, the copy out and the copy back in are exact inverses, and the
-device kind (with the CPU kernel) is part of the layout fingerprint, so blocks are only ever
-read back by an engine with the same layout.
+device kind (with the CPU kernel) and the block format are part of the layout fingerprint, so
+blocks are only ever read back by an engine with the same layout.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from memos.integrations.vllm.layout import EngineLayout, UnsupportedLayout
+from memos.integrations.vllm.layout import EngineLayout, UnsupportedLayout, block_bytes_format
 
 
 class BlockCodec:
@@ -50,10 +55,10 @@ class BlockCodec:
         self.device = self._caches[0].device
         self.dtype = self._caches[0].dtype
         self._staging: torch.Tensor | None = None
-        self._kv_views: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-        self._np_views: list[tuple[npt.NDArray[np.integer], npt.NDArray[np.integer]]] | None = None
+        # Per layer, every block as the chunk's [2, H, N, head] (a view of the buffer).
+        self._chunk_views: list[torch.Tensor] | None = None
+        self._np_views: list[npt.NDArray[np.integer]] | None = None
         self._bytes: list[memoryview] | None = None  # per layer, the whole buffer's bytes
-        self._offsets: list[int] = []
 
     def _check(self, cache: torch.Tensor) -> None:
         lay = self.layout
@@ -64,21 +69,17 @@ class BlockCodec:
                 f"{lay.kv_heads} heads x {lay.block_size} tokens x 2 x {lay.head_size}"
             )
 
-    def _split(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """K and V of contiguous blocks ``raw`` ``[n, H, N, C]``, each a ``[n, H, N, head]``
-        view (writing them writes ``raw``)."""
+    def _chunk_view(self, raw: torch.Tensor) -> torch.Tensor:
+        """Contiguous blocks ``raw`` ``[n, H, N, C]`` as the chunk's ``[n, 2, H, N, head]``
+        (a view: writing it writes ``raw``)."""
         n = raw.shape[0]
         lay = self.layout
         heads, tokens, head = lay.kv_heads, lay.block_size, lay.head_size
-        if lay.device.startswith("cpu"):
-            # [n, H, N, 2*head] -> [n, H, 2, N*head]: the K and V halves CPU_ATTN splits,
-            # each kept as the kernel packs it (layout.BLOCK_FORMAT).
-            halves = raw.view(n, heads, 2, tokens * head)
-            k, v = halves[:, :, 0], halves[:, :, 1]
-            return k.view(n, heads, tokens, head), v.view(n, heads, tokens, head)
+        if block_bytes_format(lay.device):
+            # The block's own bytes, [H, 2, N * head], read with the chunk's dimensions.
+            return raw.view(n, 2, heads, tokens, head)
         # [n, H, N, 2, head]: each token's K, then its V.
-        pairs = raw.view(n, heads, tokens, 2, head)
-        return pairs[:, :, :, 0], pairs[:, :, :, 1]
+        return raw.view(n, heads, tokens, 2, head).permute(0, 3, 1, 2, 4)
 
     def read(self, block_ids: Sequence[int]) -> torch.Tensor:
         """A host copy of ``block_ids`` as ``[n, layers, 2, H, N, head]``, contiguous."""
@@ -90,10 +91,8 @@ class BlockCodec:
             device=self.device,
         )
         for layer, cache in enumerate(self._caches):
-            # Whole blocks first (contiguous copies), then K and V apart, in the small copy.
-            k, v = self._split(cache.index_select(0, index))
-            out[:, layer, 0].copy_(k)
-            out[:, layer, 1].copy_(v)
+            # Whole blocks first (contiguous copies), then rearranged, in the small copy.
+            out[:, layer].copy_(self._chunk_view(cache.index_select(0, index)))
         return out.cpu()
 
     @property
@@ -103,40 +102,40 @@ class BlockCodec:
         (:meth:`write`).
 
         Direct when the buffer is in host memory (there is no device transfer to batch) and
-        viewable as K and V halves without a copy.
+        viewable in the chunk's dimensions without a copy.
         """
         if self.device.type != "cpu":
             return False
-        if self._kv_views is None:
+        if self._chunk_views is None:
             try:
-                # Every block's K and V, per layer, as views of the whole buffer: made once.
-                self._kv_views = [self._split(cache) for cache in self._caches]
+                # Every block, per layer, as views of the whole buffer: made once.
+                self._chunk_views = [self._chunk_view(cache) for cache in self._caches]
             except RuntimeError:  # a buffer that is not one contiguous tensor
-                self._kv_views = []
-        return bool(self._kv_views)
+                self._chunk_views = []
+        return bool(self._chunk_views)
 
     def write_one(self, block_id: int, kv: torch.Tensor) -> None:
         """Copy one block ``kv`` ``[layers, 2, H, N, head]`` (host) into ``block_id``, when
         :attr:`direct`.
 
-        One strided copy per layer and half, from the chunk's bytes into the buffer: a load
-        touches its bytes once after they arrive, while the next chunks are still arriving.
+        One copy per layer, from the chunk's bytes into the buffer: a load touches its bytes
+        once after they arrive, while the next chunks are still arriving.
         """
-        if not self.direct or self._kv_views is None:
+        if not self.direct or self._chunk_views is None:
             raise RuntimeError("write_one needs a direct codec: stage and write() instead")
-        for layer, (k, v) in enumerate(self._kv_views):
-            k[block_id].copy_(kv[layer, 0])
-            v[block_id].copy_(kv[layer, 1])
+        for layer, view in enumerate(self._chunk_views):
+            view[block_id].copy_(kv[layer])
 
     def write_direct(self, block_ids: Sequence[int], blocks: torch.Tensor) -> None:
         """Copy host ``blocks`` ``[n, layers, 2, H, N, head]`` (any strides: a view of files
         read back to back) into ``block_ids``, when :attr:`direct`.
 
-        One copy per layer and half for all the blocks (per run of consecutive ids when there
-        are few runs, else indexed by the ids), made by numpy on this thread. Measured on 2
-        loaded cores, 64 blocks of 8 layers (32 MiB) in batches of 7: 1024 per-block torch
-        copies 7-10 ms; batched torch copies 4.2 ms (2 OpenMP threads), 3.1 ms (1 thread),
-        5.8 ms indexed (``index_put_``); numpy 2.7 ms, 2.5 ms indexed. torch splits a copy of
+        One copy per layer for all the blocks (per run of consecutive ids when there are few
+        runs, else indexed by the ids), made by numpy on this thread. Measured on 2 loaded
+        cores, 64 blocks of 8 layers (32 MiB) in batches of 7, one copy per layer and half:
+        1024 per-block torch copies 7-10 ms; batched torch copies 4.2 ms (2 OpenMP threads),
+        3.1 ms (1 thread), 5.8 ms indexed (``index_put_``); numpy 2.7 ms, 2.5 ms indexed.
+        torch splits a copy of
         over 32768 elements across its OpenMP threads: with OpenMP's default
         ``OMP_WAIT_POLICY=ACTIVE`` on busy cores each split waited for a spinning thread to
         get a core (120-180 ms instead of 5 ms: the "batched copies 10x slower" seen before),
@@ -149,65 +148,51 @@ class BlockCodec:
         runs = list(_runs(block_ids))
         if len(runs) > 4:
             index = np.asarray(block_ids, dtype=np.intp)
-            for layer, (k, v) in enumerate(views):
-                k[index] = source[:, layer, 0]
-                v[index] = source[:, layer, 1]
+            for layer, view in enumerate(views):
+                view[index] = source[:, layer]
             return
         for first, start, count in runs:
             part = source[first : first + count]
-            for layer, (k, v) in enumerate(views):
-                np.copyto(k[start : start + count], part[:, layer, 0])
-                np.copyto(v[start : start + count], part[:, layer, 1])
+            for layer, view in enumerate(views):
+                np.copyto(view[start : start + count], part[:, layer])
 
     @property
     def addressable(self) -> bool:
         """Whether a chunk's payload can be read straight into a block (:meth:`targets`):
-        host memory, one contiguous tensor per layer, each half (K, V) of a head one run of
-        bytes, as on CPU where a chunk keeps both halves as packed (``layout.BLOCK_FORMAT``).
-        """
+        host memory, one contiguous tensor per layer, a chunk's layer the block's own bytes
+        (``layout.block_format``), as on CPU."""
         if self._bytes is None:
             self._bytes = []
-            if self.device.type == "cpu" and self.layout.device.startswith("cpu"):
+            if self.device.type == "cpu" and block_bytes_format(self.layout.device):
                 try:
                     self._bytes = [
                         cache.view(torch.uint8).numpy().data.cast("B") for cache in self._caches
                     ]
                 except (RuntimeError, TypeError, ValueError):  # not contiguous
                     self._bytes = []
-            lay = self.layout
-            run = lay.block_size * lay.head_size * self.dtype.itemsize
-            # A chunk's layer is [2, H, N * head] (K of every head, then V); a block's is
-            # [H, 2, N * head]: where each run of the chunk's goes in the block.
-            self._offsets = [(2 * h + kv) * run for kv in (0, 1) for h in range(lay.kv_heads)]
         return bool(self._bytes)
 
     def targets(self, block_id: int) -> list[memoryview]:
         """The bytes of ``block_id`` that a chunk's payload fills, in the payload's order (one
-        run per layer, half and head), for ``os.readv``; needs :attr:`addressable`."""
+        run per layer), for ``os.readv``; needs :attr:`addressable`."""
         if not self.addressable or self._bytes is None:
             raise RuntimeError("this KV buffer cannot be addressed as runs of bytes")
         blocks = self._caches[0].shape[0]
         if not 0 <= block_id < blocks:
             raise ValueError(f"block {block_id} is outside the KV buffer's {blocks} blocks")
         lay = self.layout
-        run = lay.block_size * lay.head_size * self.dtype.itemsize
-        base = block_id * 2 * lay.kv_heads * run
-        return [
-            layer[base + offset : base + offset + run]
-            for layer in self._bytes
-            for offset in self._offsets
-        ]
+        size = 2 * lay.kv_heads * lay.block_size * lay.head_size * self.dtype.itemsize
+        base = block_id * size
+        return [layer[base : base + size] for layer in self._bytes]
 
-    def _numpy_views(self) -> list[tuple[npt.NDArray[np.integer], npt.NDArray[np.integer]]]:
-        """:attr:`direct`'s K and V views as same-width integer arrays (numpy has no
-        bfloat16; a bit-exact copy needs no float type), made once."""
-        if not self.direct or self._kv_views is None:
+    def _numpy_views(self) -> list[npt.NDArray[np.integer]]:
+        """:attr:`direct`'s views as same-width integer arrays (numpy has no bfloat16; a
+        bit-exact copy needs no float type), made once."""
+        if not self.direct or self._chunk_views is None:
             raise RuntimeError("write_direct needs a direct codec: use write() instead")
         if self._np_views is None:
             bits = _bits(self.dtype)
-            self._np_views = [
-                (k.view(bits).numpy(), v.view(bits).numpy()) for k, v in self._kv_views
-            ]
+            self._np_views = [view.view(bits).numpy() for view in self._chunk_views]
         return self._np_views
 
     def staging(self, n: int) -> torch.Tensor:
@@ -237,10 +222,9 @@ class BlockCodec:
             dtype=self.dtype,
             device=self.device,
         )
-        k, v = self._split(raw)
+        view = self._chunk_view(raw)
         for layer, cache in enumerate(self._caches):
-            k.copy_(source[:, layer, 0])
-            v.copy_(source[:, layer, 1])
+            view.copy_(source[:, layer])
             cache.index_copy_(0, index, raw)
 
 

@@ -5,7 +5,7 @@ hash (``request.block_hashes``, ``sha256_cbor``), which already covers the token
 adapter (name and path), the cache salt and multimodal inputs. The fingerprint covers what
 the hash does not: the model, the KV dtype, the block size, the layers, KV heads and head size
 of this rank's shard, the tensor-parallel rank and size, the vLLM version, the device kind and
-the attention backend's byte layout, how a block's bytes sit in a chunk (``BLOCK_FORMAT``),
+the attention backend's byte layout, how a block's bytes sit in a chunk (``block_format``),
 and the hash algorithm. Two engines share blocks exactly when all of these agree.
 
 The daemon derives the same keys from token ids alone (:meth:`EngineLayout.keys`, with
@@ -25,10 +25,20 @@ from memos.tiers.activation.keys import (
     ModelLayout,
 )
 
-#: How a block's bytes sit in a chunk, a term of the fingerprint: each half (K, V) of a
-#: block as the attention kernel packs it (``blocks.py``). A change to how blocks are copied
-#: changes it, so that chunks stored the old way are misses, never misread.
-BLOCK_FORMAT = "packed"
+
+def block_bytes_format(device: str) -> bool:
+    """Whether a chunk's layer is a block's own bytes (the CPU backend's blocks), rather than
+    K of every head, then V (``blocks.py``)."""
+    return device.startswith("cpu")
+
+
+def block_format(device: str) -> str:
+    """How a block's bytes sit in a chunk, a term of the fingerprint (``blocks.py``). A change
+    to how blocks are copied changes it, so that chunks stored the old way are misses, never
+    misread: "packed" (each half, K and V, as the kernel packs it, K of every head first)
+    was the CPU backend's format too before "block-bytes"."""
+    return "block-bytes" if block_bytes_format(device) else "packed"
+
 
 #: Hash algorithms whose block hashes are the same in every process (``sha256_cbor`` is
 #: also the one the daemon reproduces; ``sha256`` hashes a pickle and is vLLM-only).
@@ -63,7 +73,7 @@ class EngineLayout:
     def engine_id(self) -> str:
         """The model id the fingerprint hashes: the model plus every engine-side term."""
         return (
-            f"vllm-{self.vllm_version}/{self.device}/{BLOCK_FORMAT}/{self.hash_algo}"
+            f"vllm-{self.vllm_version}/{self.device}/{block_format(self.device)}/{self.hash_algo}"
             f"/tp{self.tp_rank}of{self.tp_size}/{self.model_id}"
         )
 

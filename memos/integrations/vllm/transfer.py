@@ -219,12 +219,13 @@ def _reason(exc: BaseException) -> str:
 
 #: Shared files are read into one host buffer this many bytes at a time, verified, and copied
 #: into their blocks together: a batch stays in the CPU's cache from the read to the copy, and
-#: one copy per layer and half covers it (measured: 64 files of 512 KiB, 7-9 ms one by one,
-#: see the README's connector section).
+#: one copy per layer covers it (measured: 64 files of 512 KiB, 7-9 ms one by one, see the
+#: README's connector section).
 FILE_BATCH_BYTES = 4 << 20
 
 #: Read shared files straight into their blocks where the KV buffer allows it (host memory,
-#: chunks kept as packed): one pass over the bytes instead of a read and a copy.
+#: a chunk's layers the block's own bytes): one pass over the bytes instead of a read and a
+#: copy.
 READ_INTO_BLOCKS = True
 
 
@@ -271,7 +272,7 @@ def load_files(
     Each batch's files are read back to back into one reused buffer (``readv``: one system
     call per file, no Python-level copies), so that the blocks of a batch are one strided
     view of it, whatever the header between them, and go into the KV buffer in one copy per
-    layer and half. Read, not mapped: mapping and unmapping a file per chunk cost more than
+    layer. Read, not mapped: mapping and unmapping a file per chunk cost more than
     the copy (measured: 21 ms for 32 MiB in 64 files mapped with MAP_POPULATE, 16 ms read one
     at a time). Stops at the first file that is unusable; ``error`` says why.
 
