@@ -359,6 +359,7 @@ def engine_child(
     else:
         config = kv_config("ExampleConnector", None, {"shared_storage_path": storage})
     with engine(Path(model_dir), config, int(max_len)) as llm:
+        clocks = _time_connector(llm)
         first_token(llm, prompts(1, 2 * BLOCK, 32000, seed=99)[0])
         out.write("ready\n")
         out.flush()
@@ -367,15 +368,66 @@ def engine_child(
             if command["op"] == "quit":
                 break
             assert llm.reset_prefix_cache()
-            before = _connector_us(llm)
+            before = {**_connector_us(llm), **clocks}
             seconds = first_token(llm, command["tokens"])
-            after = _connector_us(llm)
+            after = {**_connector_us(llm), **clocks}
             if kind.startswith("memos"):
                 wait_saves()
             answer = {"ttft_ms": seconds * 1000}
             answer.update({k: (after[k] - before[k]) / 1000 for k in after})
             out.write(json.dumps(answer) + "\n")
             out.flush()
+
+
+#: The connector API's calls on each side, timed alike whatever the connector.
+_SCHEDULER_CALLS = (
+    "on_new_request",
+    "get_num_new_matched_tokens",
+    "update_state_after_alloc",
+    "build_connector_meta",
+    "update_connector_output",
+    "request_finished",
+)
+_WORKER_CALLS = (
+    "bind_connector_metadata",
+    "start_load_kv",
+    "wait_for_layer_load",
+    "save_kv_layer",
+    "wait_for_save",
+    "get_finished",
+    "get_block_ids_with_load_errors",
+    "clear_connector_metadata",
+)
+
+
+def _time_connector(llm: Any) -> dict[str, int]:
+    """Wrap the engine's two connector instances (this process's) so that the time spent in
+    each side's calls adds up, in microseconds, as "scheduler_ms" and "worker_ms" of the
+    returned dict: what a connector costs the engine, measured the same for every connector
+    (a clock read around each call; the rest of TTFT is vLLM's own work)."""
+    from vllm.distributed.kv_transfer import get_kv_transfer_group
+
+    clocks = {"scheduler_ms": 0, "worker_ms": 0}
+
+    def timed(obj: Any, name: str, clock: str) -> None:
+        call = getattr(obj, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter_ns()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                clocks[clock] += (time.perf_counter_ns() - start) // 1000
+
+        setattr(obj, name, wrapper)
+
+    scheduler = llm.llm_engine.engine_core.engine_core.scheduler.connector
+    for name in _SCHEDULER_CALLS:
+        timed(scheduler, name, "scheduler_ms")
+    worker = get_kv_transfer_group()
+    for name in _WORKER_CALLS:
+        timed(worker, name, "worker_ms")
+    return clocks
 
 
 def _connector_us(llm: Any) -> dict[str, int]:
@@ -419,7 +471,8 @@ class _Child:
         return self.proc.stdout.readline().strip()
 
     def run(self, op: str, tokens: list[int]) -> dict[str, float]:
-        """The engine's answer: ``ttft_ms``, and memos's ``lookup_wait_ms`` and ``load_ms``."""
+        """The engine's answer: ``ttft_ms``, ``scheduler_ms`` and ``worker_ms`` (its connector's
+        calls), and memos's ``lookup_wait_ms`` and ``load_ms``."""
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps({"op": op, "tokens": tokens}) + "\n")
         self.proc.stdin.flush()
@@ -437,10 +490,24 @@ class _Child:
 
 
 def interleaved(
-    prefix: int, count: int, reloads: int, kinds: Sequence[str]
+    prefix: int, count: int, reloads: int, kinds: Sequence[str], pairs: int
 ) -> list[list[dict[str, float]]]:
     """Each engine's answers for its reloads (``kinds``: "memos", "example", "memos-grpc"),
-    taking turns on each prompt, in a rotating order."""
+    taking turns on each prompt, in a rotating order, over ``pairs`` sets of engine processes
+    started one after another (an engine process runs a few percent faster or slower than
+    another for its whole life: one set's ratio carries that, several average it out)."""
+    times: list[list[dict[str, float]]] = [[] for _ in kinds]
+    for _ in range(pairs):
+        for engine_times, more in zip(
+            times, _interleaved_once(prefix, count, reloads, kinds), strict=True
+        ):
+            engine_times.extend(more)
+    return times
+
+
+def _interleaved_once(
+    prefix: int, count: int, reloads: int, kinds: Sequence[str]
+) -> list[list[dict[str, float]]]:
     times: list[list[dict[str, float]]] = [[] for _ in kinds]
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="memos-vllm-")))
@@ -472,11 +539,17 @@ def interleaved(
     return times
 
 
+def _rest_ms(answer: dict[str, float]) -> float:
+    """Time to first token outside the connector's calls: vLLM's own work."""
+    return answer["ttft_ms"] - answer["scheduler_ms"] - answer["worker_ms"]
+
+
 def main_interleaved(args: Any) -> None:
     count = args.prompts or (3 if args.quick else 6)
     reloads = 2 if args.quick else 3
+    pairs = args.engine_pairs or (1 if args.quick else 3)
     kinds = ["memos", "example"] + (["memos-grpc"] if args.grpc_lookups else [])
-    answers = interleaved(args.prefix, count, reloads, kinds)
+    answers = interleaved(args.prefix, count, reloads, kinds, pairs)
     ttft = [[a["ttft_ms"] for a in engine] for engine in answers]
     memos, example = ttft[0], ttft[1]
     ratios = [e / m for m, e in zip(memos, example, strict=True)]
@@ -492,20 +565,51 @@ def main_interleaved(args: Any) -> None:
 
     print_table(
         f"llama-52m: time to first token, reloading a {args.prefix}-token prefix, "
-        f"{len(kinds)} engines taking turns, {len(ratios)} rounds (medians; memos's Lookup "
-        "wait and load from its connector's timers)",
-        ["engine", "TTFT ms", "p25 ms", "p75 ms", "Example / it", "Lookup wait ms", "load ms"],
+        f"{len(kinds)} engines taking turns, {pairs} set(s) of engine processes, "
+        f"{len(ratios)} rounds (medians; scheduler and worker: the time in the connector's "
+        "calls on each side, rest: vLLM's own; memos's Lookup wait and load from its timers)",
+        [
+            "engine",
+            "TTFT ms",
+            "p25 ms",
+            "p75 ms",
+            "Example / it",
+            "scheduler ms",
+            "worker ms",
+            "rest ms",
+            "Lookup wait ms",
+            "load ms",
+        ],
         [
             [
                 names[kind],
                 statistics.median(v),
                 *statistics.quantiles(v, n=4)[::2],
                 statistics.median(e / t for t, e in zip(v, example, strict=True)),
+                median_of(engine, "scheduler_ms"),
+                median_of(engine, "worker_ms"),
+                statistics.median(_rest_ms(a) for a in engine),
                 median_of(engine, "lookup_wait_ms"),
                 median_of(engine, "load_ms"),
             ]
             for kind, v, engine in zip(kinds, ttft, answers, strict=True)
         ],
+    )
+    # Where the difference is: per round, memos's part minus ExampleConnector's.
+    parts = {
+        "TTFT": lambda a: a["ttft_ms"],
+        "scheduler-side calls": lambda a: a["scheduler_ms"],
+        "worker-side calls": lambda a: a["worker_ms"],
+        "vLLM's own (rest)": _rest_ms,
+    }
+    rows: list[list[Any]] = []
+    for name, part in parts.items():
+        diffs = [part(m) - part(e) for m, e in zip(answers[0], answers[1], strict=True)]
+        rows.append([name, statistics.median(diffs), statistics.mean(diffs)])
+    print_table(
+        "memos minus ExampleConnector, per round (ms)",
+        ["part", "median difference", "mean difference"],
+        rows,
     )
     targets = {"ttft_vs_example_connector": Target(statistics.median(ratios), 1.0)}
     print_targets(targets)
@@ -516,6 +620,11 @@ def main_interleaved(args: Any) -> None:
             "example_ttft_ms": example,
             "paired_ratios": ratios,
             "pairs_memos_not_slower": sum(r >= 1 for r in ratios),
+            "engine_process_sets": pairs,
+            "memos_scheduler_ms": [a["scheduler_ms"] for a in answers[0]],
+            "memos_worker_ms": [a["worker_ms"] for a in answers[0]],
+            "example_scheduler_ms": [a["scheduler_ms"] for a in answers[1]],
+            "example_worker_ms": [a["worker_ms"] for a in answers[1]],
             "memos_lookup_wait_ms": [a["lookup_wait_ms"] for a in answers[0]],
             "memos_load_ms": [a["load_ms"] for a in answers[0]],
         }
@@ -537,6 +646,12 @@ def main() -> None:
         "--interleaved",
         action="store_true",
         help="only memos against ExampleConnector, two engine processes taking turns",
+    )
+    parser.add_argument(
+        "--engine-pairs",
+        type=int,
+        default=None,
+        help="with --interleaved: sets of engine processes, one after another (default 3)",
     )
     parser.add_argument(
         "--grpc-lookups",

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 
 from memos import local_wire
 from memos.client import MemosClient
-from memos.client_local import LocalChannel, NoLocalSocket
+from memos.client_local import LocalChannel, NoLocalSocket, Sent
 from memos.cube import Kind, MemCube, from_proto, kind_to_proto
 from memos.errors import InvalidArgument, MemosError
 from memos.v1 import activation_pb2 as pb
@@ -197,28 +197,33 @@ class ActivationClient:
         ``shared_dir_id`` (see :meth:`iter_fetch_shared`), with ``pin``: the answer's ``files``
         name the leading pinned chunks that are files in the shared directory.
         """
-        request = pb.KvLookupRequest(
-            keys=list(keys),
-            pin=pin,
-            lease_ms=lease_ms,
-            cube_ids=list(cube_ids),
-            hint=_lookup_hint(hint) if cube_ids else mpb.HINT_UNSPECIFIED,
-            shared_dir_id=shared_dir_id,
-        )
-        r = self._unary(local_wire.LOOKUP, request, pb.KvLookupResponse)
-        if len(r.local_paths) != len(r.local_sizes) or len(r.local_paths) > r.pinned:
-            raise InvalidArgument("the daemon named files that do not match its pinned keys")
-        files = tuple(
-            LocalChunk(path=path, size=size, hold=r.lease_id)
-            for path, size in zip(r.local_paths, r.local_sizes, strict=True)
-        )
-        return Lookup(
-            matched=r.matched,
-            pinned=r.pinned,
-            lease_id=r.lease_id,
-            lease_ms=r.lease_ms,
-            files=files,
-        )
+        request = _lookup_request(keys, pin, lease_ms, cube_ids, hint, shared_dir_id)
+        return _lookup_answer(self._unary(local_wire.LOOKUP, request, pb.KvLookupResponse))
+
+    def send_lookup(
+        self,
+        keys: Sequence[bytes],
+        *,
+        pin: bool = False,
+        lease_ms: int = 0,
+        cube_ids: Sequence[str] = (),
+        hint: str | None = None,
+        shared_dir_id: str = "",
+    ) -> SentLookup:
+        """:meth:`lookup` over the same-host socket, answer read later (``SentLookup.result``)
+        on any thread; NoLocalSocket when nothing answers there (then use :meth:`lookup`)."""
+        if self._local is None:
+            raise NoLocalSocket("this client has no same-host socket")
+        request = _lookup_request(keys, pin, lease_ms, cube_ids, hint, shared_dir_id)
+        return SentLookup(self._local.send(local_wire.LOOKUP, request, pb.KvLookupResponse))
+
+    def send_release(self, lease_id: str) -> Sent[pb.KvReleaseResponse]:
+        """:meth:`release` over the same-host socket, its reply read later (or abandoned: the
+        release is done either way once the daemon has read it); NoLocalSocket as above."""
+        if self._local is None:
+            raise NoLocalSocket("this client has no same-host socket")
+        request = pb.KvReleaseRequest(lease_id=lease_id)
+        return self._local.send(local_wire.RELEASE, request, pb.KvReleaseResponse)
 
     def iter_fetch(
         self, keys: Sequence[bytes], *, lease_id: str = "", max_piece_bytes: int = 0
@@ -452,4 +457,55 @@ def _stats(r: Any) -> KvStats:
         model_id=r.model_id,
         model_fingerprint=r.model_fingerprint,
         max_message_bytes=r.max_message_bytes,
+    )
+
+
+class SentLookup:
+    """A Lookup sent on the same-host socket (:meth:`ActivationClient.send_lookup`)."""
+
+    def __init__(self, sent: Sent[pb.KvLookupResponse]) -> None:
+        self._sent = sent
+
+    def ready(self) -> bool:
+        return self._sent.ready()
+
+    def result(self, timeout: float | None) -> Lookup:
+        """The answer, waiting up to ``timeout`` seconds (TimeoutError: still pending)."""
+        return _lookup_answer(self._sent.result(timeout))
+
+    def abandon(self) -> None:
+        self._sent.abandon()
+
+
+def _lookup_request(
+    keys: Sequence[bytes],
+    pin: bool,
+    lease_ms: int,
+    cube_ids: Sequence[str],
+    hint: str | None,
+    shared_dir_id: str,
+) -> pb.KvLookupRequest:
+    return pb.KvLookupRequest(
+        keys=list(keys),
+        pin=pin,
+        lease_ms=lease_ms,
+        cube_ids=list(cube_ids),
+        hint=_lookup_hint(hint) if cube_ids else mpb.HINT_UNSPECIFIED,
+        shared_dir_id=shared_dir_id,
+    )
+
+
+def _lookup_answer(r: pb.KvLookupResponse) -> Lookup:
+    if len(r.local_paths) != len(r.local_sizes) or len(r.local_paths) > r.pinned:
+        raise InvalidArgument("the daemon named files that do not match its pinned keys")
+    files = tuple(
+        LocalChunk(path=path, size=size, hold=r.lease_id)
+        for path, size in zip(r.local_paths, r.local_sizes, strict=True)
+    )
+    return Lookup(
+        matched=r.matched,
+        pinned=r.pinned,
+        lease_id=r.lease_id,
+        lease_ms=r.lease_ms,
+        files=files,
     )

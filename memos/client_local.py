@@ -1,20 +1,21 @@
 """Client side of the same-host Lookup socket (``memos.local_wire``).
 
-:class:`LocalChannel` sends Lookup and Release frames on the daemon's Unix socket, one
-connection per calling thread (a connection carries one call at a time). A failure to
-connect raises :class:`NoLocalSocket`, which its caller answers by making the call over
-gRPC instead; a failure once the request is sent raises ``Unavailable``; the daemon's own
-refusals raise the typed error a gRPC call would.
+:class:`LocalChannel` sends Lookup and Release frames on the daemon's Unix socket, on
+connections it keeps (one carries one call at a time), and reads each reply at once or
+later (:class:`Sent`). A failure to connect raises :class:`NoLocalSocket`, which its caller
+answers by making the call over gRPC instead; a failure once the request is sent raises
+``Unavailable``; the daemon's own refusals raise the typed error a gRPC call would.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import threading
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -43,49 +44,57 @@ def error_for(code: str, message: str) -> MemosError:
 
 
 class LocalChannel:
+    """Connections to the daemon's Lookup socket, each carrying one call at a time: a call
+    takes an idle connection (or opens one) and gives it back once its reply is read.
+
+    :meth:`call` sends and waits; :meth:`send` only sends, and its :class:`Sent` reads the
+    reply later, on any thread: a vLLM scheduler sends its Lookup as a request arrives and
+    reads the answer when it plans the request, with no thread between (a helper thread
+    would have to wait for the GIL while the scheduler runs Python, and then wake it).
+    """
+
     def __init__(
         self, path: Path | str, metadata: tuple[tuple[str, str], ...], timeout: float | None
     ) -> None:
         self.path = os.fspath(path)
         self._hello = wire.encode(wire.HELLO, wire.metadata_payload(metadata))
         self._timeout = timeout
-        self._local = threading.local()
-        self._sockets: list[socket.socket] = []
+        self._idle: list[socket.socket] = []  # connected, no call on them
+        self._sockets: list[socket.socket] = []  # every open one, to close
         self._lock = threading.Lock()
         self.calls = 0  # answered over the socket
 
     def call(self, kind: int, request: Message, reply_type: type[M]) -> M:
+        sent = self.send(kind, request, reply_type)
+        try:
+            return sent.result(self._timeout)
+        except TimeoutError as exc:
+            sent.abandon()
+            raise Unavailable(
+                f"the daemon's lookup socket {self.path} did not answer in {self._timeout} s"
+            ) from exc
+
+    def send(self, kind: int, request: Message, reply_type: type[M]) -> Sent[M]:
+        """Send one call; NoLocalSocket when nothing answers on the socket."""
         frame = wire.encode(kind, request.SerializeToString())
-        reused = getattr(self._local, "sock", None) is not None
-        sock = self._socket()
+        sock, reused = self._take()
         try:
             sock.sendall(frame)
-            answer, payload = wire.receive(sock, MAX_REPLY_BYTES)
-        except (BrokenPipeError, ConnectionResetError, EOFError) as exc:
+        except (BrokenPipeError, ConnectionResetError) as exc:
             self._drop(sock)
             if not reused:
                 raise Unavailable(f"the daemon's lookup socket {self.path} closed ({exc})") from exc
-            # A connection kept from before a daemon restart: the daemon that had it is gone,
-            # and with it anything this call did there. Once more, on a new connection.
-            return self.call(kind, request, reply_type)
-        except (OSError, ValueError) as exc:
+            # A connection kept from before a daemon restart: once more, on a new one.
+            return self.send(kind, request, reply_type)
+        except OSError as exc:
             self._drop(sock)
-            raise Unavailable(
-                f"the daemon's lookup socket {self.path} failed mid-call ({exc})"
-            ) from exc
-        if answer == wire.ERROR:
-            code, message = wire.parse_error(payload)
-            if code == "RESOURCE_EXHAUSTED":  # the daemon closes the connection after these
-                self._drop(sock)
-            raise error_for(code, message)
-        with self._lock:
-            self.calls += 1
-        return reply_type.FromString(payload)
+            raise Unavailable(f"the daemon's lookup socket {self.path} failed ({exc})") from exc
+        return Sent(self, sock, frame, reply_type, reused=reused)
 
-    def _socket(self) -> socket.socket:
-        sock: socket.socket | None = getattr(self._local, "sock", None)
-        if sock is not None:
-            return sock
+    def _take(self) -> tuple[socket.socket, bool]:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop(), True
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self._timeout)
         try:
@@ -94,19 +103,99 @@ class LocalChannel:
         except OSError as exc:
             sock.close()
             raise NoLocalSocket(f"nothing answers on {self.path} ({exc})") from exc
-        self._local.sock = sock
         with self._lock:
             self._sockets.append(sock)
-        return sock
+        return sock, False
+
+    def _give_back(self, sock: socket.socket) -> None:
+        with self._lock:
+            self.calls += 1
+            self._idle.append(sock)
 
     def _drop(self, sock: socket.socket) -> None:
-        self._local.sock = None
         with self._lock, contextlib.suppress(ValueError):
             self._sockets.remove(sock)
         sock.close()
 
     def close(self) -> None:
         with self._lock:
-            sockets, self._sockets = self._sockets, []
+            sockets, self._sockets, self._idle = self._sockets, [], []
         for sock in sockets:
             sock.close()
+
+
+class Sent(Generic[M]):
+    """A call on the socket whose reply is not read yet: :meth:`result` reads it, once."""
+
+    def __init__(
+        self,
+        channel: LocalChannel,
+        sock: socket.socket,
+        frame: bytes,
+        reply_type: type[M],
+        *,
+        reused: bool,
+    ) -> None:
+        self._channel = channel
+        self._sock: socket.socket | None = sock
+        self._frame = frame
+        self._reply_type = reply_type
+        self._reused = reused
+
+    def ready(self) -> bool:
+        """Whether the reply (or the connection's end) is there to read without waiting."""
+        if self._sock is None:
+            return True
+        try:
+            return bool(select.select([self._sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
+    def result(self, timeout: float | None) -> M:
+        """The reply, waiting up to ``timeout`` seconds for it to start (None: the channel's
+        own timeout); TimeoutError leaves the call pending, to read or abandon later."""
+        sock = self._sock
+        if sock is None:
+            raise RuntimeError("this call's reply was read already, or abandoned")
+        if timeout is not None and not select.select([sock], [], [], max(0.0, timeout))[0]:
+            raise TimeoutError("no reply yet")
+        self._sock = None
+        channel = self._channel
+        try:
+            answer, payload = wire.receive(sock, MAX_REPLY_BYTES)
+        except (BrokenPipeError, ConnectionResetError, EOFError) as exc:
+            channel._drop(sock)
+            if not self._reused:
+                raise Unavailable(
+                    f"the daemon's lookup socket {channel.path} closed ({exc})"
+                ) from exc
+            # A connection kept from before a daemon restart: the daemon that had it is gone,
+            # and with it anything this call did there. Once more, on a new connection.
+            sock, _ = channel._take()
+            try:
+                sock.sendall(self._frame)
+            except OSError as again:
+                channel._drop(sock)
+                raise Unavailable(f"the daemon's lookup socket {channel.path} failed") from again
+            self._sock, self._reused = sock, False
+            return self.result(timeout)
+        except (OSError, ValueError) as exc:
+            channel._drop(sock)
+            raise Unavailable(
+                f"the daemon's lookup socket {channel.path} failed mid-call ({exc})"
+            ) from exc
+        if answer == wire.ERROR:
+            code, message = wire.parse_error(payload)
+            if code == "RESOURCE_EXHAUSTED":  # the daemon closes the connection after these
+                channel._drop(sock)
+            else:
+                channel._give_back(sock)
+            raise error_for(code, message)
+        channel._give_back(sock)
+        return self._reply_type.FromString(payload)
+
+    def abandon(self) -> None:
+        """Close the connection, reply unread (whatever the call did stays done)."""
+        if self._sock is not None:
+            self._channel._drop(self._sock)
+            self._sock = None

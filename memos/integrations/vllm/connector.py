@@ -56,7 +56,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -82,7 +81,7 @@ from memos.integrations.vllm.settings import (
 )
 from memos.integrations.vllm.transfer import SaveJob, Saver, load_blocks
 from memos.local_wire import SOCKET_NAME
-from memos.tiers.activation.shared import read_shared_id
+from memos.tiers.activation.shared import SharedIdReader
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -208,6 +207,8 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
         self._loading: dict[str, tuple[int, tuple[str, ...]]] = {}
         self._planned_steps = self._output_steps = 0
         self._stored = _StoredHashes(STORED_HASHES)
+        shared = self.settings.shared_dir
+        self._shared_id = SharedIdReader(shared) if shared is not None else None
         # Worker side: holds on files a Fetch named, released after the forward pass.
         self._holds: list[str] = []
         if self._layout is None:
@@ -283,17 +284,12 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
         full = min(request.num_prompt_tokens // self._block_size, len(request.block_hashes))
         hashes = list(request.block_hashes[:full])
         params = state.params
-        shared = self.settings.shared_dir
         return self._lookups.get(
             request.request_id,
             [layout.keys_of(hashes) for layout in self._rank_layouts],
             cube_ids=params.cube_ids,
             hint=None if params.hint is None else ("reuse" if params.hint else "done"),
-            # Read in the Lookup's thread, per Lookup: the daemon may have created the
-            # directory (or a new one, with a new id) after this engine started.
-            shared_dir_id=partial(read_shared_id, shared)
-            if shared is not None and params.shared_dir
-            else None,
+            shared_dir_id=self._shared_id if params.shared_dir else None,
             wait=wait,
         )
 
