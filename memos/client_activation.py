@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Generator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,8 +60,13 @@ class _Result(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class LocalChunk(_Result):
-    """A fetched chunk that is a file in the daemon's shared directory: read it yourself."""
+@dataclass(frozen=True, slots=True)
+class LocalChunk:
+    """A fetched chunk that is a file in the daemon's shared directory: read it yourself.
+
+    A dataclass, not a model like the other results: a Lookup or Fetch answers with one per
+    block (64 for a 2,048-token prompt), on a vLLM step's path, and the daemon's reply is
+    already typed (validating each cost 1.7 us, 0.1 ms a Lookup, measured)."""
 
     path: str  # relative to the shared directory (join it to your mount of it)
     size: int  # the file's length: the chunk's whole encoding
