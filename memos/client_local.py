@@ -28,6 +28,9 @@ M = TypeVar("M", bound=Message)
 
 #: Replies are a Lookup's file names at most: far below this.
 MAX_REPLY_BYTES = 64 << 20
+#: Connections a client keeps open at most (each carries one call; the daemon serves 64).
+MAX_CONNECTIONS = 8
+CONNECT_TIMEOUT_S = 0.05
 
 
 class NoLocalSocket(Unavailable):
@@ -95,10 +98,16 @@ class LocalChannel:
         with self._lock:
             if self._idle:
                 return self._idle.pop(), True
+            if len(self._sockets) >= MAX_CONNECTIONS:
+                # Every connection waits for a reply: a daemon this slow gets gRPC calls.
+                raise NoLocalSocket(f"all {MAX_CONNECTIONS} connections to {self.path} are busy")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self._timeout)
+        # A Unix socket connects at once, or not at all unless its backlog is full (a daemon
+        # that does not accept): never wait long for that, the caller may be a scheduler.
+        sock.settimeout(CONNECT_TIMEOUT_S)
         try:
             sock.connect(self.path)
+            sock.settimeout(self._timeout)
             sock.sendall(self._hello)
         except OSError as exc:
             sock.close()

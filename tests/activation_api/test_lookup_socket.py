@@ -179,6 +179,30 @@ def test_without_a_socket_the_calls_go_over_grpc(
         )
 
 
+def test_sent_calls_answer_later_and_a_client_keeps_few_connections(
+    start_kv: StartKv, connect: Connect, tmp_path: Path
+) -> None:
+    """Lookups sent without waiting each hold a connection until their answer is read; with
+    every connection of a client waiting, its next call goes over gRPC (still answered)."""
+    from memos.client_local import MAX_CONNECTIONS
+
+    root, handle, grpc_kv = serve(start_kv, connect, tmp_path, 3)
+    kv = local(handle, root, "acme")
+    sent = [kv.send_lookup(KEYS, pin=True) for _ in range(MAX_CONNECTIONS)]
+    assert kv.lookup(KEYS).matched == 3 and kv.local_calls == 0, "over gRPC: all are busy"
+    with pytest.raises(NoLocalSocket, match="busy"):
+        kv.send_lookup(KEYS)
+    answers = [s.result(10) for s in sent]
+    assert all(a.pinned == 3 and a.lease_id for a in answers)
+    assert kv.local_calls == MAX_CONNECTIONS
+    releases = [kv.send_release(a.lease_id) for a in answers]
+    assert all(r.result(10).released for r in releases)
+    assert grpc_kv.stats().leases == 0
+    # The connections were given back: the next calls reuse them.
+    assert kv.lookup(KEYS).matched == 3 and kv.local_calls == 2 * MAX_CONNECTIONS + 1
+    kv.close()
+
+
 def test_a_stopped_daemon_removes_its_socket(start_kv: StartKv, tmp_path: Path) -> None:
     root = tmp_path / "shm"
     handle = shared_server(start_kv, root)
