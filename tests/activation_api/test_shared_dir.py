@@ -18,7 +18,7 @@ from memos.errors import PermissionDenied
 from memos.kernel import Principal
 from memos.tiers.activation.chunk import decode
 from memos.tiers.activation.levels import DiskLevel
-from memos.tiers.activation.shared import ID_FILE, SharedDir, read_shared_id
+from memos.tiers.activation.shared import ID_FILE, SharedDir, SharedIdReader, read_shared_id
 from memos.tiers.activation.tenancy import tenant_namespace
 from tests.activation._chunks import flip_byte, make_chunks
 from tests.activation_api.conftest import StartKv
@@ -256,3 +256,18 @@ def test_a_lookup_names_the_leading_files_only(
     assert len(found.files) == 2, "up to the gap in the directory; the rest is fetched"
     assert kv.release(found.lease_id)
     assert kv.stats().leases == 0
+
+
+def test_an_engine_reads_the_directory_id_again_once_its_ttl_passes(tmp_path: Path) -> None:
+    """The id is read once per ``ttl_s``, not per Lookup; a directory created, or made anew,
+    later is seen once the ttl has passed."""
+    root = tmp_path / "shm"
+    root.mkdir()
+    reader = SharedIdReader(root, ttl_s=3600)
+    assert reader() == "", "no directory id yet"
+    (root / ID_FILE).write_text("a" * 32 + "\n")
+    assert reader() == "", "read again only once the ttl has passed"
+    fresh = SharedIdReader(root, ttl_s=0)
+    assert fresh() == "a" * 32 == read_shared_id(root)
+    (root / ID_FILE).write_text("b" * 32 + "\n")
+    assert fresh() == "b" * 32

@@ -139,7 +139,8 @@ class Lookups:
         return self._settle(request_id, hit)
 
     def busy(self) -> bool:
-        """Whether Lookups are queueing for the pool's threads."""
+        """Whether as many Lookups are out as the pool has threads (an engine that is backed
+        up then asks as it schedules, not as requests arrive)."""
         return len(self._pending) >= self._workers
 
     def new_step(self) -> None:
@@ -336,8 +337,9 @@ class Lookups:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-#: Sent Releases whose replies are not read yet, at most (each holds a connection).
-MAX_UNREAD_RELEASES = 8
+#: Sent Releases whose replies are not read yet, at most (each holds one of the client's
+#: connections, ``client_local.MAX_CONNECTIONS``: the rest stay free for Lookups).
+MAX_UNREAD_RELEASES = 4
 
 
 def _read_quietly(call: Sent[Any]) -> None:
