@@ -121,6 +121,13 @@ class LocalChannel:
             self.calls += 1
             self._idle.append(sock)
 
+    def _drop_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+            self._sockets = [s for s in self._sockets if s not in idle]
+        for sock in idle:
+            sock.close()
+
     def _drop(self, sock: socket.socket) -> None:
         with self._lock, contextlib.suppress(ValueError):
             self._sockets.remove(sock)
@@ -179,7 +186,9 @@ class Sent(Generic[M]):
                     f"the daemon's lookup socket {channel.path} closed ({exc})"
                 ) from exc
             # A connection kept from before a daemon restart: the daemon that had it is gone,
-            # and with it anything this call did there. Once more, on a new connection.
+            # and with it anything this call did there. Once more, on a new connection (the
+            # idle ones are from before the restart too).
+            channel._drop_idle()
             sock, _ = channel._take()
             try:
                 sock.sendall(self._frame)

@@ -246,11 +246,16 @@ def test_a_connection_kept_across_a_daemon_restart_is_made_anew(
 ) -> None:
     root, first, _ = serve(start_kv, connect, tmp_path, 2)
     kv = local(first, root, "acme")
-    assert kv.lookup(KEYS).matched == 2 and kv.local_calls == 1
+    # Two connections kept: two calls out at once, then both answered.
+    both = [kv.send_lookup(KEYS), kv.send_lookup(KEYS)]
+    assert [call.result(10).matched for call in both] == [2, 2]
+    assert kv.lookup(KEYS).matched == 2 and kv.local_calls == 3
     first.server.stop(grace_s=1)
     second = shared_server(start_kv, root)  # the same directory: its files are still there
     assert second.server.lookup_socket is not None
     # The kept connection went with the first daemon: the call is made again on a new one,
     # to the second daemon, not failed.
-    assert kv.lookup(KEYS).matched == 2 and kv.local_calls == 2
+    assert kv.lookup(KEYS).matched == 2 and kv.local_calls == 4
     assert second.server.lookup_socket.requests == 1
+    sent = kv.send_lookup(KEYS)
+    assert sent.result(10).matched == 2 and second.server.lookup_socket.requests == 2
