@@ -80,6 +80,12 @@ class LocalChannel:
     def send(self, kind: int, request: Message, reply_type: type[M]) -> Sent[M]:
         """Send one call; NoLocalSocket when nothing answers on the socket."""
         frame = wire.encode(kind, request.SerializeToString())
+        sock, reused = self._send_frame(frame)
+        return Sent(self, sock, frame, reply_type, reused=reused)
+
+    def _send_frame(self, frame: bytes) -> tuple[socket.socket, bool]:
+        """Write ``frame`` on an idle connection or a new one: (the connection, whether it
+        was kept from an earlier call)."""
         sock, reused = self._take()
         try:
             sock.sendall(frame)
@@ -87,12 +93,14 @@ class LocalChannel:
             self._drop(sock)
             if not reused:
                 raise Unavailable(f"the daemon's lookup socket {self.path} closed ({exc})") from exc
-            # A connection kept from before a daemon restart: once more, on a new one.
-            return self.send(kind, request, reply_type)
+            # A connection kept from before a daemon restart (the idle ones are too): once
+            # more, on a new connection.
+            self._drop_idle()
+            return self._send_frame(frame)
         except OSError as exc:
             self._drop(sock)
             raise Unavailable(f"the daemon's lookup socket {self.path} failed ({exc})") from exc
-        return Sent(self, sock, frame, reply_type, reused=reused)
+        return sock, reused
 
     def _take(self) -> tuple[socket.socket, bool]:
         with self._lock:
@@ -189,13 +197,7 @@ class Sent(Generic[M]):
             # and with it anything this call did there. Once more, on a new connection (the
             # idle ones are from before the restart too).
             channel._drop_idle()
-            sock, _ = channel._take()
-            try:
-                sock.sendall(self._frame)
-            except OSError as again:
-                channel._drop(sock)
-                raise Unavailable(f"the daemon's lookup socket {channel.path} failed") from again
-            self._sock, self._reused = sock, False
+            self._sock, self._reused = channel._send_frame(self._frame)
             return self.result(timeout)
         except (OSError, ValueError) as exc:
             channel._drop(sock)
