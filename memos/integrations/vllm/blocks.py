@@ -135,11 +135,11 @@ class BlockCodec:
         cores, 64 blocks of 8 layers (32 MiB) in batches of 7, one copy per layer and half:
         1024 per-block torch copies 7-10 ms; batched torch copies 4.2 ms (2 OpenMP threads),
         3.1 ms (1 thread), 5.8 ms indexed (``index_put_``); numpy 2.7 ms, 2.5 ms indexed.
-        torch splits a copy of
-        over 32768 elements across its OpenMP threads: with OpenMP's default
-        ``OMP_WAIT_POLICY=ACTIVE`` on busy cores each split waited for a spinning thread to
-        get a core (120-180 ms instead of 5 ms: the "batched copies 10x slower" seen before),
-        and vLLM's CPU worker forbids changing torch's thread count. numpy never splits.
+        torch splits a copy of over 32768 elements across its OpenMP threads: with OpenMP's
+        default ``OMP_WAIT_POLICY=ACTIVE`` on busy cores each split waited for a spinning
+        thread to get a core (120-180 ms instead of 5 ms: the "batched copies 10x slower"
+        seen before), and vLLM's CPU worker forbids changing torch's thread count. numpy
+        never splits.
         """
         views = self._numpy_views()
         if blocks.shape[0] != len(block_ids):
