@@ -122,13 +122,19 @@ def test_over_the_socket_the_schedulers_thread_sends_and_reads_and_releases(
         assert len(hit.files[0]) == len(keys), "the files of the pinned blocks"
         assert lookups.lookups == 1 and local.local_calls == 1, "one Lookup, over the socket"
         assert kv.stats().leases == 1
-        # Released without waiting for the reply; read on a later call, never lost.
+        # Released on the socket without waiting for the reply ...
         lookups.release(hit.leases)
+        assert lookups.unread_releases == 1 and local.local_calls == 1
         assert _leases_drop_to_zero(kv)
-        assert lookups.get("b", [keys[:2]], shared_dir_id=shared_id) is not None
-        lookups.forget("b", release=True)
-        assert _leases_drop_to_zero(kv)
-        assert local.local_calls >= 3
+        # ... which a later Lookup's wait reads once it is in (never lost).
+        drained, deadline = False, time.monotonic() + 10
+        while not drained and time.monotonic() < deadline:
+            assert lookups.get("b", [keys[:2]], shared_dir_id=shared_id) is not None
+            drained = lookups.unread_releases == 0
+            lookups.forget("b", release=True)
+            assert _leases_drop_to_zero(kv)
+        assert drained, "the Releases' replies were read"
+        assert local.local_calls >= 3, "the Lookups and the Release, over the socket"
     finally:
         lookups.close()
 

@@ -207,10 +207,13 @@ class Lookups:
         """Read the sent Lookups' answers, up to ``timeout`` seconds in all (None: each as
         long as the client's own timeout), and complete ``pending.future`` once all are in.
         ``drain`` (the scheduler's thread only): while an answer is not in yet, read the
-        replies of sent Releases, time this thread would spend waiting anyway."""
+        replies of sent Releases, time this thread would spend waiting anyway, and those
+        already in (a select each) before it."""
         sent = pending.sent
         if sent is None or pending.future.done():
             return
+        if drain and self._releases:
+            self._drain_releases()
         end = None if timeout is None else time.monotonic() + timeout
         try:
             while len(pending.answers) < len(sent):
@@ -244,6 +247,11 @@ class Lookups:
             with contextlib.suppress(Exception):
                 leases.append(call.result(None).lease_id)
         self._release(leases)
+
+    @property
+    def unread_releases(self) -> int:
+        """Releases sent on the socket whose replies are not read yet."""
+        return len(self._releases)
 
     def answer(self, request_id: str) -> Hit | None:
         """The settled answer for ``request_id``, if any."""
