@@ -499,20 +499,31 @@ def interleaved(
 ) -> list[list[dict[str, float]]]:
     """Each engine's answers for its reloads (``kinds``: "memos", "example", "memos-grpc"),
     taking turns on each prompt, in a rotating order, over ``pairs`` sets of engine processes
-    started one after another (an engine process runs a few percent faster or slower than
-    another for its whole life: one set's ratio carries that, several average it out)."""
+    started one after another, each set in another start order. An engine process runs a few
+    percent faster or slower than another for its whole life (two ExampleConnector engines
+    compared this way: 3-7% apart), and start order may weigh in (the first started was the
+    slower in three sets of four there). One set's ratio carries all that; sets whose start
+    orders take turns average it out, where a fixed order would have favoured one kind."""
     times: list[list[dict[str, float]]] = [[] for _ in kinds]
-    for _ in range(pairs):
+    for set_no in range(pairs):
+        start = [(set_no + k) % len(kinds) for k in range(len(kinds))]
         for engine_times, more in zip(
-            times, _interleaved_once(prefix, count, reloads, kinds, model), strict=True
+            times, _interleaved_once(prefix, count, reloads, kinds, model, start), strict=True
         ):
             engine_times.extend(more)
     return times
 
 
 def _interleaved_once(
-    prefix: int, count: int, reloads: int, kinds: Sequence[str], model: str
+    prefix: int,
+    count: int,
+    reloads: int,
+    kinds: Sequence[str],
+    model: str,
+    start: Sequence[int],
 ) -> list[list[dict[str, float]]]:
+    """One set of engine processes, started in the order ``start`` (indices into ``kinds``);
+    the answers by kind."""
     times: list[list[dict[str, float]]] = [[] for _ in kinds]
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="memos-vllm-")))
@@ -523,15 +534,17 @@ def _interleaved_once(
         storage.mkdir()
         args = [str(model_dir), addr, str(shared), str(storage)]
         max_len = prefix + QUESTION_TOKENS + 64
-        children: list[_Child] = []
+        started: dict[int, _Child] = {}
 
         def close() -> None:
-            for child in children:
+            for child in started.values():
                 child.close()
 
         stack.callback(close)
-        for kind in kinds:
-            children.append(_Child(kind, args, work / f"{kind}.log", max_len))
+        for which in start:
+            kind = kinds[which]
+            started[which] = _Child(kind, args, work / f"{kind}.log", max_len)
+        children = [started[which] for which in range(len(kinds))]
         turn = 0
         for tokens in prompts(count, prefix, vocab, seed=11):
             for child in children:
@@ -582,7 +595,7 @@ def _interleaved_model(args: Any, model: str) -> tuple[float, dict[str, Any]]:
     """One model's interleaved run: the median paired ratio, and the figures for the JSON."""
     count = args.prompts or (3 if args.quick else 6)
     reloads = 2 if args.quick else 3
-    pairs = args.engine_pairs or (1 if args.quick else 3)
+    pairs = args.engine_pairs or (1 if args.quick else 4)
     kinds = ["memos", "example"] + (["memos-grpc"] if args.grpc_lookups else [])
     answers = interleaved(args.prefix, count, reloads, kinds, pairs, model)
     ttft = [[a["ttft_ms"] for a in engine] for engine in answers]
@@ -646,7 +659,18 @@ def _interleaved_model(args: Any, model: str) -> tuple[float, dict[str, Any]]:
         ["part", "median difference", "mean difference"],
         rows,
     )
+    # Each set's own ratio: how far one set of processes moves the figure.
+    per_set = count * reloads
+    set_ratios = [
+        statistics.median(ratios[i : i + per_set]) for i in range(0, len(ratios), per_set)
+    ]
+    print_table(
+        "Example / memos by set of engine processes",
+        ["set", "started first", "median ratio"],
+        [[i + 1, names[kinds[i % len(kinds)]], r] for i, r in enumerate(set_ratios)],
+    )
     results: dict[str, Any] = {
+        "set_ratios": set_ratios,
         "memos_ttft_ms": memos,
         "example_ttft_ms": example,
         "paired_ratios": ratios,
@@ -682,7 +706,8 @@ def main() -> None:
         "--engine-pairs",
         type=int,
         default=None,
-        help="with --interleaved: sets of engine processes, one after another (default 3)",
+        help="with --interleaved: sets of engine processes, one after another, each started "
+        "in another order (default 4)",
     )
     parser.add_argument(
         "--grpc-lookups",
