@@ -2,7 +2,11 @@
 # The vLLM KV connector on a GPU: the end-to-end suite (tests/vllm) and the TTFT benchmark
 # (benchmarks.vllm_kv) against vllm==0.33.0, the CUDA build from PyPI, in under 10 minutes.
 #
-# NOT YET RUN: no GPU machine was lent to the task that wrote it, so it has never run on one.
+# NOT YET RUN END TO END. The GPU machines lent to this project so far reach no network and
+# take at most 64 MiB along per call, where vllm 0.33.0's wheel alone is 336 MB (and it pins a
+# torch of its own): the vLLM steps below could not run there. Its first step,
+# benchmarks.kv_codec (the connector's block copies in vLLM 0.33's six KV layouts, checked as
+# FlashAttention reads them, and timed), needs only torch and did run, on an H100 (README).
 # Written for one NVIDIA GPU (H100/H200 class), Python 3.11, root; run from anywhere:
 #
 #   bash benchmarks/gpu/vllm_kv.sh            # logs and the JSON line in $OUT or .bench/gpu
@@ -14,7 +18,8 @@
 # redis-server is needed by the shared-Redis test; without it (and without apt) that test
 # is left out, and the summary says so.
 #
-# Budget (10 min): install ~3 min, suite ~3 min (7 in-process engines), benchmark ~2 min.
+# Budget (10 min): install ~3 min, block copies ~30 s, suite ~3 min (7 in-process engines),
+# benchmark ~2 min.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 START=$(date +%s)
@@ -52,6 +57,13 @@ assert torch.cuda.is_available(), "torch sees no GPU"
 print("vllm", vllm.__version__, "torch", torch.__version__, torch.cuda.get_device_name(0))
 PY
 
+step "block copies: python -m benchmarks.kv_codec --json (no vLLM needed)"
+set +e
+timeout 120 "$PY" -m benchmarks.kv_codec --json >"$OUT_DIR/kv_codec.log" 2>&1
+codec=$?
+set -e
+tail -14 "$OUT_DIR/kv_codec.log" | head -13 | tee -a "$OUT_DIR/summary.txt"
+
 deselect=()
 if ! command -v redis-server >/dev/null 2>&1; then
   (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null) 2>/dev/null || true
@@ -79,5 +91,5 @@ set -e
 grep -v -E ' (INFO|WARNING|DEBUG) ' "$OUT_DIR/bench.log" | tail -25 | tee -a "$OUT_DIR/summary.txt"
 tail -1 "$OUT_DIR/bench.log" >"$OUT_DIR/vllm_kv.json" || true
 
-step "done: suite exit $suite, benchmark exit $bench"
-[ "$suite" -eq 0 ] && [ "$bench" -eq 0 ]
+step "done: block copies exit $codec, suite exit $suite, benchmark exit $bench"
+[ "$codec" -eq 0 ] && [ "$suite" -eq 0 ] && [ "$bench" -eq 0 ]

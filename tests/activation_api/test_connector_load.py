@@ -1,17 +1,20 @@
 """The vLLM connector's load path (``memos.integrations.vllm.transfer.load_blocks``) against a
-real daemon, on CPU tensors laid out as vLLM's CPU attention keeps its paged KV buffer; no
+real daemon, on CPU tensors laid out as vLLM's CPU attention keeps its paged KV buffer, and
+as vLLM 0.33 hands a GPU's to a connector (``benchmarks.kv_codec`` builds those layouts); no
 vLLM needed. End to end through vLLM: tests/vllm/test_connector.py."""
 
 from __future__ import annotations
 
 import time
 
+import pytest
 import torch
 
+from benchmarks.kv_codec import LAYOUTS, check_layout, flash_attn_kv, layer_views
 from memos.integrations.vllm.blocks import BlockCodec
 from memos.integrations.vllm.layout import EngineLayout
-from memos.integrations.vllm.transfer import load_blocks
-from memos.tiers.activation.chunk import encode
+from memos.integrations.vllm.transfer import SaveJob, Saver, load_blocks
+from memos.tiers.activation.chunk import decode, encode
 from tests.activation_api.conftest import StartKv
 from tests.activation_api.test_migrate import Connect
 
@@ -121,3 +124,81 @@ def test_a_cpu_chunk_layer_is_the_blocks_own_bytes_and_other_layouts_put_k_first
             runs = codec.targets(7)
             assert len(runs) == LAYERS
             assert b"".join(bytes(r) for r in runs) == chunk.numpy().tobytes()
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_blocks_read_as_vllm_033s_flash_attention_reads_them(layout: str, device: str) -> None:
+    """vLLM 0.33 hands a connector each layer as a logical [B, H, N, 2 * head] view whose
+    strides follow the engine's physical layout; FlashAttention splits each token's
+    [K | V]. Blocks the codec writes hold exactly that, in every layout (on CPU tensors here:
+    the codec's arithmetic is the device's; ``python -m benchmarks.kv_codec`` runs the same
+    check on a GPU, where one is lent)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no GPU here: python -m benchmarks.kv_codec --device cuda runs it on one")
+    check_layout(layout, device)
+
+
+def test_a_load_from_the_daemon_fills_strided_vllm_033_blocks(
+    start_kv: StartKv, connect: Connect
+) -> None:
+    """vLLM 0.33's default layout (LBNHC) gives strided layer views: the load copies the
+    chunks in (into host views directly; on a device through ``write``, checked by
+    ``check_layout``), and FlashAttention reads back what was stored."""
+    handle = start_kv(model=False)
+    _, kv = connect(handle, "acme")
+    layout = EngineLayout("tiny", "float32", TOKENS, LAYERS, HEADS, HEAD, 0, 1, "0.33", "cuda")
+    caches = layer_views("LBNHC", LAYERS, BUFFER_BLOCKS, HEADS, TOKENS, HEAD, torch.float32, "cpu")
+    codec = BlockCodec({str(i): c for i, c in enumerate(caches)}, ["0", "1", "2"], layout)
+    assert not codec.addressable, "strided: no file reads straight into a block"
+    keys = [layout.fingerprint + bytes([i, 33]) * 16 for i in range(6)]
+    blocks = torch.randn(len(keys), LAYERS, 2, HEADS, TOKENS, HEAD, generator=torch.manual_seed(6))
+    kv.store([(k, encode(k, codec.model_layout, b)) for k, b in zip(keys, blocks, strict=True)])
+    block_ids = [30, 2, 3, 4, 11, 39]
+    found = kv.lookup(keys, pin=True)
+    result = load_blocks(
+        kv, codec, keys, block_ids, lease_id=found.lease_id, deadline=time.monotonic() + 30
+    )
+    assert (result.loaded, result.failed) == (len(keys), ())
+    for layer, cache in enumerate(caches):
+        key, value = flash_attn_kv(cache, HEAD)
+        for i, block in enumerate(block_ids):
+            assert torch.equal(key[block].transpose(0, 1), blocks[i, layer, 0])
+            assert torch.equal(value[block].transpose(0, 1), blocks[i, layer, 1])
+    assert kv.stats().leases == 0
+
+
+def test_a_save_is_encoded_once_its_copy_to_host_is_done(
+    start_kv: StartKv, connect: Connect
+) -> None:
+    """A GPU's save queues its copy to host and returns (``BlockCodec.read_for_save``): the
+    saver waits for the copy before it encodes, so what it stores is the blocks' bytes; a
+    copy that fails stores nothing."""
+    handle = start_kv(model=False)
+    _, kv = connect(handle, "acme")
+    codec = _codec("cpu-vec")
+    layout = codec.model_layout
+    keys = tuple(codec.layout.fingerprint + bytes([i, 44]) * 16 for i in range(3))
+    source = torch.randn(len(keys), LAYERS, 2, HEADS, TOKENS, HEAD, generator=torch.manual_seed(7))
+    host = torch.zeros_like(source)  # as the pinned buffer before the device's copy lands
+    saver = Saver(lambda: kv, layout, max_pending_bytes=1 << 30)
+
+    def copy_lands() -> None:
+        host.copy_(source)
+
+    try:
+        assert saver.submit(SaveJob(keys, host, copy_lands))
+        assert saver.wait_idle(30) and saver.stored == len(keys)
+        stored = [decode(blob, key) for key, blob in zip(keys, kv.fetch(list(keys)), strict=True)]
+        for chunk, block in zip(stored, source, strict=True):
+            assert chunk.payload.tobytes() == block.numpy().tobytes()
+
+        def copy_failed() -> None:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+        others = tuple(codec.layout.fingerprint + bytes([i, 45]) * 16 for i in range(2))
+        assert saver.submit(SaveJob(others, torch.zeros_like(source[:2]), copy_failed))
+        assert saver.wait_idle(30) and saver.failed == len(others)
+        assert kv.lookup(list(others)).matched == 0
+    finally:
+        saver.close()

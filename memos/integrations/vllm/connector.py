@@ -576,7 +576,8 @@ class MemCubeKVConnector(KVConnectorBase_V1):  # type: ignore[misc]
         layout = self._codec.layout
         started = time.perf_counter()
         for spec in meta.saves:
-            job = SaveJob(tuple(layout.keys_of(spec.hashes)), self._codec.read(spec.block_ids))
+            blocks, ready = self._codec.read_for_save(spec.block_ids)
+            job = SaveJob(tuple(layout.keys_of(spec.hashes)), blocks, ready)
             if self._saver.submit(job):
                 self.stats["saved_blocks"] += len(spec.block_ids)
             else:

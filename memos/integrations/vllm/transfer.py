@@ -492,6 +492,8 @@ class _Prefetch:
 class SaveJob:
     keys: tuple[bytes, ...]
     blocks: torch.Tensor  # [n, layers, 2, H, N, head] on the host
+    #: Returns once ``blocks`` holds the bytes (a device's copy to host may still run).
+    ready: Callable[[], None] = lambda: None
 
     @property
     def nbytes(self) -> int:
@@ -551,6 +553,7 @@ class Saver:
 
     def _send(self, job: SaveJob) -> None:
         try:
+            job.ready()
             chunks = [
                 (key, encode(key, self._layout, job.blocks[i])) for i, key in enumerate(job.keys)
             ]
