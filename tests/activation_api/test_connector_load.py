@@ -150,7 +150,7 @@ def test_a_load_from_the_daemon_fills_strided_vllm_033_blocks(
     layout = EngineLayout("tiny", "float32", TOKENS, LAYERS, HEADS, HEAD, 0, 1, "0.33", "cuda")
     caches = layer_views("LBNHC", LAYERS, BUFFER_BLOCKS, HEADS, TOKENS, HEAD, torch.float32, "cpu")
     codec = BlockCodec({str(i): c for i, c in enumerate(caches)}, ["0", "1", "2"], layout)
-    assert not codec.addressable, "strided: no file reads straight into a block"
+    assert not codec.addressable, "a GPU's block format: a chunk is not the block's bytes"
     keys = [layout.fingerprint + bytes([i, 33]) * 16 for i in range(6)]
     blocks = torch.randn(len(keys), LAYERS, 2, HEADS, TOKENS, HEAD, generator=torch.manual_seed(6))
     kv.store([(k, encode(k, codec.model_layout, b)) for k, b in zip(keys, blocks, strict=True)])
