@@ -12,7 +12,8 @@ engine's resolved physical layout (``vllm/v1/kv_cache_layout.py``: a permutation
 1. checks :class:`~memos.integrations.vllm.blocks.BlockCodec` against that reading: blocks
    written into scattered block ids hold, per layer, K and V as FlashAttention takes them
    apart, nothing else is written, and reading them back gives the same bytes;
-2. times the copies a load and a save make for a 2,048-token prefix (``write``: host chunks,
+2. times the copies a load and a save make for a 2,048-token prefix, and a whole load from
+   shared files as the connector makes it (``write``: host chunks,
    staged in pinned memory, into the device's blocks; ``read_for_save``: the blocks back to
    host, the part the forward pass's thread waits for and the whole) for the benchmark's tiny
    Llama and for Llama-3-8B's shape.
@@ -27,16 +28,23 @@ from __future__ import annotations
 
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks.common import base_parser, emit_json, machine, print_table
+from memos.client import MemosClient
+from memos.client_activation import ActivationClient, LocalChunk
+from memos.integrations.vllm import transfer
 from memos.integrations.vllm.blocks import BlockCodec
 from memos.integrations.vllm.layout import EngineLayout
+from memos.integrations.vllm.transfer import load_blocks
+from memos.tiers.activation.chunk import encode
 
 #: vLLM 0.33's KVCacheLayout members: the physical order of the logical [L, B, H, N, C] axes.
 LAYOUTS: dict[str, tuple[int, ...]] = {
@@ -185,6 +193,63 @@ def time_copies(shape: Shape, layout: str, device: str, tokens: int, reps: int) 
     }
 
 
+def time_file_load(shape: Shape, device: str, tokens: int, reps: int) -> dict[str, float]:
+    """A load of a ``tokens`` prefix from shared files, as the connector makes it on a
+    device (``load_blocks`` with every file named, so no daemon call): the files read into
+    the staging buffer, checked, then copied into the blocks. Milliseconds, with the files
+    read straight into the staging buffer and, for comparison, through a read buffer
+    (``transfer.READ_INTO_BLOCKS`` off)."""
+    n = tokens // shape.block
+    caches = layer_views(
+        "LBNHC", shape.layers, 4 * n, shape.kv_heads, shape.block, shape.head, shape.dtype, device
+    )
+    dtype = str(shape.dtype).removeprefix("torch.")
+    lay = EngineLayout(
+        "bench", dtype, shape.block, shape.layers, shape.kv_heads, shape.head, 0, 1, "0.33", "cuda"
+    )
+    names = [str(i) for i in range(shape.layers)]
+    codec = BlockCodec(dict(zip(names, caches, strict=True)), names, lay)
+    ids = list(range(1, 4 * n, 4))
+    keys = [lay.fingerprint + i.to_bytes(4, "big") * 8 for i in range(n)]
+    generator = torch.Generator().manual_seed(1)
+    shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    client = ActivationClient(MemosClient("127.0.0.1:1"))  # never called: every file is named
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="memos-kv-codec-", dir=shm) as tmp:
+        root = Path(tmp)
+        files = []
+        for i, key in enumerate(keys):
+            block = torch.randn(
+                shape.layers, 2, shape.kv_heads, shape.block, shape.head, generator=generator
+            ).to(shape.dtype)
+            blob = encode(key, codec.model_layout, block)
+            (root / f"{i}.kvc").write_bytes(blob)
+            files.append(LocalChunk(f"{i}.kvc", len(blob), ""))
+
+        def load() -> None:
+            result = load_blocks(
+                client,
+                codec,
+                keys,
+                ids,
+                lease_id="",
+                deadline=time.monotonic() + 60,
+                shared_dir=root,
+                files=files,
+            )
+            if result.loaded != n or result.from_files != n:
+                raise RuntimeError(f"loaded {result.loaded} of {n} blocks from files")
+
+        for name, into in (("into_staging", True), ("through_buffer", False)):
+            transfer.READ_INTO_BLOCKS = into
+            try:
+                results[f"load_files_{name}_ms"] = _timed(load, device, reps) * 1e3
+            finally:
+                transfer.READ_INTO_BLOCKS = True
+    client.close()
+    return results
+
+
 def _device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
@@ -250,6 +315,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
         rows,
     )
+    loads: dict[str, dict[str, float]] = {}
+    if device.startswith("cuda"):
+        for shape in shapes:
+            loads[shape.name] = time_file_load(shape, device, args.tokens, reps)
+        print_table(
+            f"a load of a {args.tokens}-token prefix from shared files "
+            f"({_device_name(device)}; medians of {reps}): read, checked, copied into the blocks",
+            ["model", "files read into the staging buffer ms", "through a read buffer ms"],
+            [
+                [name, found["load_files_into_staging_ms"], found["load_files_through_buffer_ms"]]
+                for name, found in loads.items()
+            ],
+        )
+    else:  # host caches take the direct path: nothing is staged, both ways are one
+        print("\nloads from shared files: timed on a GPU only (host caches are not staged)")
     failed = [name for name, result in checked.items() if result != "exact"]
     if args.json:
         results = {
@@ -257,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "host": machine(),
             "layouts": checked,
             "copies": timings,
+            "file_loads": loads,
         }
         emit_json("kv_codec", results, {})
     return 1 if failed else 0

@@ -22,12 +22,24 @@ LAYERS, HEADS, TOKENS, HEAD = 3, 2, 16, 8
 BUFFER_BLOCKS = 40
 
 
+class _StagingCodec(BlockCodec):
+    """Loads through the staging buffer, as a GPU's codec does (over host caches here: the
+    staging path's reads, checks and copies, to which a device adds the transfer that
+    ``benchmarks.kv_codec`` checks on a GPU)."""
+
+    @property
+    def direct(self) -> bool:
+        return False
+
+
 def _codec(device: str) -> BlockCodec:
-    layout = EngineLayout("tiny", "float32", TOKENS, LAYERS, HEADS, HEAD, 0, 1, "0.32", device)
+    """A codec over zeroed caches; ``device`` "staged": a GPU's block format, staged."""
+    kind, codec_type = ("cuda", _StagingCodec) if device == "staged" else (device, BlockCodec)
+    layout = EngineLayout("tiny", "float32", TOKENS, LAYERS, HEADS, HEAD, 0, 1, "0.32", kind)
     caches = {
         f"layer.{i}": torch.zeros(BUFFER_BLOCKS, HEADS, TOKENS, 2 * HEAD) for i in range(LAYERS)
     }
-    return BlockCodec(caches, list(caches), layout)
+    return codec_type(caches, list(caches), layout)
 
 
 def test_loaded_blocks_hold_the_stored_kv_and_a_gap_fails_the_rest(

@@ -28,20 +28,22 @@ from tests.activation_api.test_migrate import Connect
 BLOCK_IDS = [37, 2, 19, 20, 21, 5, 0, 33]
 
 
+@pytest.mark.parametrize("kind", ["cpu-vec", "staged"])
 def test_blocks_load_from_the_shared_files_and_bad_files_fall_back_to_bytes(
-    start_kv: StartKv, connect: Connect, tmp_path: Path
+    start_kv: StartKv, connect: Connect, tmp_path: Path, kind: str
 ) -> None:
+    """Files read straight into the blocks (CPU) or into the staging buffer (as on a GPU)."""
     root = tmp_path / "shm"
     handle = start_kv(model=False, activation={"shared_dir": root})
     _, kv = connect(handle, "acme")
-    codec = codec_for("cpu-vec")
+    codec = codec_for(kind)
     layout = codec.layout
     keys = [layout.fingerprint + bytes([i, 7]) * 16 for i in range(len(BLOCK_IDS))]
     blocks = torch.randn(len(keys), LAYERS, 2, HEADS, TOKENS, HEAD, generator=torch.manual_seed(5))
     kv.store([(k, encode(k, codec.model_layout, b)) for k, b in zip(keys, blocks, strict=True)])
 
     def load(into_dir: Path | None = root) -> tuple[LoadResult, torch.Tensor]:
-        fresh = codec_for("cpu-vec")
+        fresh = codec_for(kind)
         found = kv.lookup(keys, pin=True)
         result = load_blocks(
             kv,

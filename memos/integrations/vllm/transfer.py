@@ -108,10 +108,13 @@ def load_blocks(
         else:
             chunk.copy_into(staged[loaded])
 
-    # Files go straight into their blocks where the buffer allows it: no copy at all.
+    # Files go straight into their blocks where the buffer allows it (no copy at all), or
+    # else straight into the staging buffer (a GPU's: one copy fewer than through a buffer).
     targets: Callable[[int], list[memoryview]] | None = None
     if staged is None and READ_INTO_BLOCKS and codec.addressable:
         targets = lambda i: codec.targets(block_ids[i])  # noqa: E731
+    elif staged is not None and READ_INTO_BLOCKS:
+        targets = _staged_targets(staged)
 
     def write(first: int, blocks: torch.Tensor) -> None:
         if staged is None:
@@ -213,6 +216,13 @@ def load_blocks(
     )
 
 
+def _staged_targets(staged: torch.Tensor) -> Callable[[int], list[memoryview]]:
+    """Position -> the bytes of ``staged[position]``: a chunk's payload is the staging
+    buffer's layout, ``[layers, 2, H, N, head]`` contiguous, so a file reads into it whole."""
+    rows = staged.view(torch.uint8).reshape(staged.shape[0], -1).numpy()
+    return lambda i: [memoryview(rows[i])]
+
+
 def _reason(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
@@ -224,8 +234,8 @@ def _reason(exc: BaseException) -> str:
 FILE_BATCH_BYTES = 4 << 20
 
 #: Read shared files straight into their blocks where the KV buffer allows it (host memory,
-#: a chunk's layers the block's own bytes): one pass over the bytes instead of a read and a
-#: copy.
+#: a chunk's layers the block's own bytes), else straight into the staging buffer (a GPU's):
+#: one pass over the bytes instead of a read and a copy.
 READ_INTO_BLOCKS = True
 
 
@@ -277,8 +287,8 @@ def load_files(
     at a time). Stops at the first file that is unusable; ``error`` says why.
 
     With ``targets`` (position -> the runs of that block's bytes, see
-    :meth:`BlockCodec.targets`), each file is read straight into its block instead
-    (:func:`_read_into_blocks`), and ``write`` is not called.
+    :meth:`BlockCodec.targets`, or its row of the staging buffer), each file is read straight
+    there instead (:func:`_read_into_blocks`), and ``write`` is not called.
     """
     lay = codec.model_layout
     size = _file_bytes(codec)
