@@ -12,11 +12,11 @@ engine's resolved physical layout (``vllm/v1/kv_cache_layout.py``: a permutation
 1. checks :class:`~memos.integrations.vllm.blocks.BlockCodec` against that reading: blocks
    written into scattered block ids hold, per layer, K and V as FlashAttention takes them
    apart, nothing else is written, and reading them back gives the same bytes;
-2. times the copies a load and a save make for a 2,048-token prefix, and a whole load from
-   shared files as the connector makes it (``write``: host chunks,
+2. times the copies a load and a save make for a 2,048-token prefix (``write``: host chunks,
    staged in pinned memory, into the device's blocks; ``read_for_save``: the blocks back to
-   host, the part the forward pass's thread waits for and the whole) for the benchmark's tiny
-   Llama and for Llama-3-8B's shape.
+   host, the part the forward pass's thread waits for and the whole), and on a GPU a whole
+   load from shared files as the connector makes it, for the benchmark's tiny Llama and for
+   Llama-3-8B's shape.
 
 No vLLM needed: the layouts are built here as vLLM 0.33 builds them (``layer_views``), so it
 runs where vLLM's GPU build cannot be installed. The end-to-end check on a GPU is
