@@ -153,12 +153,14 @@ def test_files_are_read_straight_into_their_blocks_on_every_cpu_kernel(
 ) -> None:
     """On a host buffer, a shared file goes into its block with no copy (``readv`` into the
     runs of the block): the blocks then hold the stored KV exactly, for K packed either way
-    and any dtype, in one thread or two; a file that fails a check stops the load there, and
-    no block of another file is touched."""
+    and any dtype, in one thread, two or four; a file that fails a check stops the load there,
+    and no block of another file is touched."""
     generator = torch.Generator().manual_seed(8)
     for device, dtype in (("cpu-vec", torch.float32), ("cpu-amx", torch.bfloat16)):
-        for parallel_from in (2, 10**9):
+        for parallel_from, threads in ((2, 2), (2, 4), (10**9, 2)):
             monkeypatch.setattr(transfer, "PARALLEL_READ_MIN_FILES", parallel_from)
+            monkeypatch.setattr(transfer, "READING_THREADS", threads)
+            monkeypatch.setattr(transfer, "READ_BYTES_PER_THREAD", 1)  # as many as allowed
             layout = EngineLayout(
                 "tiny", str(dtype)[6:], TOKENS, LAYERS, HEADS, HEAD, 0, 1, "0.32", device
             )
@@ -171,7 +173,7 @@ def test_files_are_read_straight_into_their_blocks_on_every_cpu_kernel(
             keys = [layout.fingerprint + bytes([i, 3]) * 16 for i in range(len(BLOCK_IDS))]
             shape = (len(keys), LAYERS, 2, HEADS, TOKENS, HEAD)
             blocks = torch.randn(shape, generator=generator).to(dtype)
-            root = tmp_path / f"{device}-{parallel_from}"
+            root = tmp_path / f"{device}-{parallel_from}-{threads}"
             root.mkdir()
             files = []
             for i, (key, block) in enumerate(zip(keys, blocks, strict=True)):

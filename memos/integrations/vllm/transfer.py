@@ -365,38 +365,80 @@ def _read_into_blocks(
     fails leaves its block half-written: the caller fetches it again, which overwrites it,
     or fails the block, which vLLM recomputes.
 
-    The second half of the files is read by a helper thread meanwhile (the reads and the
-    checksums release the GIL): the forward pass has not started, so a second core is idle
-    (vLLM's own copies, such as ExampleConnector's, use its OpenMP threads there).
+    Loads of :data:`PARALLEL_READ_MIN_FILES` files or more are split in consecutive parts,
+    this thread reading the first while helper threads read the others (the reads and the
+    checksums release the GIL): the forward pass has not started, so the cores are idle
+    (vLLM's own copies, such as ExampleConnector's, use its OpenMP threads there). Two parts,
+    or one per :data:`READ_BYTES_PER_THREAD` up to :data:`READING_THREADS`. Measured on a GPU
+    host with 16 cores, 2,048 tokens: Llama-3-8B (128 files of 2 MiB) 68 ms in 2 threads,
+    40 in 4, 26.5 in 8; llama-52m (128 files of 128 KiB) 5.1 ms in 2, 7.7 in 8 (each file's
+    Python work then waits for the GIL).
     """
-    half = (len(files) + 1) // 2 if len(files) >= PARALLEL_READ_MIN_FILES else len(files)
-    rest: Future[FilesLoaded] | None = None
-    if half < len(files):
-        rest = _reader().submit(
-            _read_range, codec, root, files[half:], keys[half:], first + half, targets, size
-        )
+    if not files:
+        return FilesLoaded(0)
+    parts = 1
+    if len(files) >= PARALLEL_READ_MIN_FILES:
+        parts = min(READING_THREADS, max(2, len(files) * size // READ_BYTES_PER_THREAD))
+    step = -(-len(files) // parts)
+    starts = list(range(0, len(files), step))
+    later: list[Future[FilesLoaded]] = []
     try:
-        done = _read_range(codec, root, files[:half], keys[:half], first, targets, size)
+        for start in starts[1:]:
+            end = start + step
+            later.append(
+                _reader().submit(
+                    _read_range,
+                    codec,
+                    root,
+                    files[start:end],
+                    keys[start:end],
+                    first + start,
+                    targets,
+                    size,
+                )
+            )
+        head = _read_range(codec, root, files[:step], keys[:step], first, targets, size)
     finally:
-        later = rest.result() if rest is not None else FilesLoaded(0)
-    if done.loaded < half or done.error:
-        return done
-    return FilesLoaded(half + later.loaded, later.error)
+        # Every part is waited for, whatever happened: they write into the blocks.
+        rest = [future.result() for future in later]
+    results = [head, *rest]
+    loaded = 0
+    for start, result in zip(starts, results, strict=True):
+        loaded = start + result.loaded
+        if result.error or result.loaded < min(step, len(files) - start):
+            return FilesLoaded(loaded, result.error)
+    return FilesLoaded(loaded)
 
 
-#: Loads of at least this many shared files read them in two threads.
+#: Loads of at least this many shared files read them in several threads.
 PARALLEL_READ_MIN_FILES = 8
+
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 2
+
+
+#: Threads reading one load's files at most: one per two cores, 2 to 8.
+READING_THREADS = max(2, min(8, _cores() // 2))
+
+#: A thread more per this many bytes of files in a load (at least two threads).
+READ_BYTES_PER_THREAD = 16 << 20
 
 _readers: dict[int, ThreadPoolExecutor] = {}  # by process id: a forked child makes its own
 _readers_lock = threading.Lock()
 
 
 def _reader() -> ThreadPoolExecutor:
-    """The helper thread of :func:`_read_into_blocks`, this process's (started on first use)."""
+    """The helper threads of :func:`_read_into_blocks`, this process's (started on first
+    use)."""
     with _readers_lock:
         pool = _readers.get(os.getpid())
         if pool is None:
-            pool = _readers[os.getpid()] = ThreadPoolExecutor(1, thread_name_prefix="memos-kv-read")
+            pool = _readers[os.getpid()] = ThreadPoolExecutor(
+                max(1, READING_THREADS - 1), thread_name_prefix="memos-kv-read"
+            )
         return pool
 
 
