@@ -152,21 +152,28 @@ def _timed(fn: Callable[[], object], device: str, reps: int) -> float:
     return statistics.median(times)
 
 
-def time_copies(shape: Shape, layout: str, device: str, tokens: int, reps: int) -> dict[str, float]:
-    """A load's and a save's copies for a ``tokens`` prefix: ms and GB/s each."""
+def _prefix_codec(
+    shape: Shape, layout: str, device: str, tokens: int
+) -> tuple[BlockCodec, list[int]]:
+    """A codec over ``shape``'s caches in ``layout``, and the block ids of a ``tokens`` prefix,
+    scattered over a buffer four times larger, as vLLM allocates."""
     n = tokens // shape.block
-    blocks = 4 * n  # the prefix's blocks scattered over a larger buffer, as vLLM allocates
     caches = layer_views(
-        layout, shape.layers, blocks, shape.kv_heads, shape.block, shape.head, shape.dtype, device
+        layout, shape.layers, 4 * n, shape.kv_heads, shape.block, shape.head, shape.dtype, device
     )
     dtype = str(shape.dtype).removeprefix("torch.")
     lay = EngineLayout(
         "bench", dtype, shape.block, shape.layers, shape.kv_heads, shape.head, 0, 1, "0.33", "cuda"
     )
-    codec = BlockCodec(
-        {str(i): c for i, c in enumerate(caches)}, [str(i) for i in range(shape.layers)], lay
-    )
-    ids = list(range(1, 4 * n, 4))
+    names = [str(i) for i in range(shape.layers)]
+    codec = BlockCodec(dict(zip(names, caches, strict=True)), names, lay)
+    return codec, list(range(1, 4 * n, 4))
+
+
+def time_copies(shape: Shape, layout: str, device: str, tokens: int, reps: int) -> dict[str, float]:
+    """A load's and a save's copies for a ``tokens`` prefix: ms and GB/s each."""
+    codec, ids = _prefix_codec(shape, layout, device, tokens)
+    n = len(ids)
     staged = codec.staging(n)
     staged.copy_(torch.randn(staged.shape).to(shape.dtype))
     nbytes = staged.numel() * staged.element_size()
@@ -199,18 +206,9 @@ def time_file_load(shape: Shape, device: str, tokens: int, reps: int) -> dict[st
     the staging buffer, checked, then copied into the blocks. Milliseconds, with the files
     read straight into the staging buffer and, for comparison, through a read buffer
     (``transfer.READ_INTO_BLOCKS`` off)."""
-    n = tokens // shape.block
-    caches = layer_views(
-        "LBNHC", shape.layers, 4 * n, shape.kv_heads, shape.block, shape.head, shape.dtype, device
-    )
-    dtype = str(shape.dtype).removeprefix("torch.")
-    lay = EngineLayout(
-        "bench", dtype, shape.block, shape.layers, shape.kv_heads, shape.head, 0, 1, "0.33", "cuda"
-    )
-    names = [str(i) for i in range(shape.layers)]
-    codec = BlockCodec(dict(zip(names, caches, strict=True)), names, lay)
-    ids = list(range(1, 4 * n, 4))
-    keys = [lay.fingerprint + i.to_bytes(4, "big") * 8 for i in range(n)]
+    codec, ids = _prefix_codec(shape, "LBNHC", device, tokens)
+    n = len(ids)
+    keys = [codec.layout.fingerprint + i.to_bytes(4, "big") * 8 for i in range(n)]
     generator = torch.Generator().manual_seed(1)
     shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
     client = ActivationClient(MemosClient("127.0.0.1:1"))  # never called: every file is named

@@ -753,10 +753,10 @@ def main() -> None:
 
     # The ExampleConnector target, in a full run, from engines taking turns (see
     # --interleaved): each engine's own stretch of time is not a fair comparison.
-    interleaved: dict[str, tuple[float, dict[str, Any]]] = {}
+    paired: dict[str, tuple[float, dict[str, Any]]] = {}
     if not args.quick:
         for r in results:
-            interleaved[r.name] = _interleaved_model(args, r.name)
+            paired[r.name] = _interleaved_model(args, r.name)
 
     run: Callable[[ModelResult, str], float] = lambda r, s: r.median(s) * 1000  # noqa: E731
     for r in results:
@@ -781,8 +781,8 @@ def main() -> None:
             cold / r.median("memos_stored"), 5.0
         )
         stretch = r.median("example") / r.median("memos_stored")
-        paired = interleaved[r.name][0] if r.name in interleaved else stretch
-        targets[f"{prefix}ttft_vs_example_connector"] = Target(paired, 1.0)
+        ratio = paired[r.name][0] if r.name in paired else stretch
+        targets[f"{prefix}ttft_vs_example_connector"] = Target(ratio, 1.0)
     if args.quick:
         print("\n--quick: the ExampleConnector ratio is from each engine's own stretch of time;")
         print("a full run takes it from engines taking turns (as --interleaved does).")
@@ -810,7 +810,7 @@ def main() -> None:
                         "stretch_ttft_vs_example_connector": (
                             r.median("example") / r.median("memos_stored")
                         ),
-                        "interleaved": interleaved[r.name][1] if r.name in interleaved else None,
+                        "interleaved": paired[r.name][1] if r.name in paired else None,
                     }
                     for r in results
                 },

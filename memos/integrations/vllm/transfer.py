@@ -545,7 +545,7 @@ class SaveJob:
     keys: tuple[bytes, ...]
     blocks: torch.Tensor  # [n, layers, 2, H, N, head] on the host
     #: Returns once ``blocks`` holds the bytes (a device's copy to host may still run).
-    ready: Callable[[], None] = lambda: None
+    ready: Callable[[], None]
 
     @property
     def nbytes(self) -> int:
